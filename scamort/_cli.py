@@ -1,0 +1,109 @@
+"""The ``scamort`` command: ``scamort fit`` and ``scamort demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scamort", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a .h5mu / .h5ad and write the embedding back")
+    fit.add_argument("input", help=".h5mu (modalities rna/atac) or .h5ad (with --modality)")
+    fit.add_argument(
+        "--out",
+        required=True,
+        help="output file (.h5mu for MuData input, "
+        ".h5ad for AnnData input): the input plus obsm['X_scamort*']",
+    )
+    fit.add_argument("--epochs", type=int, default=None, help="max epochs (default: by size)")
+    fit.add_argument("--batch-key", default=None, help="obs column with the batch")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    fit.add_argument("--save-model", default=None, metavar="DIR", help="also save the model")
+    fit.add_argument("--rna-key", default="rna", help="RNA modality name in the MuData")
+    fit.add_argument("--atac-key", default="atac", help="ATAC modality name in the MuData")
+    fit.add_argument("--rna-layer", default=None, help="layer with raw RNA counts (default .X)")
+    fit.add_argument("--atac-layer", default=None, help="layer with raw ATAC counts")
+    fit.add_argument(
+        "--modality", choices=["rna", "atac"], default=None, help="the modality of a .h5ad input"
+    )
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo = sub.add_parser("demo", help="end-to-end run on the bundled SNARE-seq data")
+    demo.add_argument("--out", default="scamort_demo", help="output folder")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    demo.add_argument(
+        "--n-cells", type=int, default=None, help="subsample this many cells (quick runs)"
+    )
+    return p
+
+
+def fit(args) -> None:
+    from ._io import read, write_atomic
+    from .model import SCAMORT
+
+    data = read(args.input)
+    is_mudata = Path(args.input).suffix == ".h5mu"
+    if is_mudata:
+        SCAMORT.setup_mudata(
+            data,
+            rna_key=args.rna_key,
+            atac_key=args.atac_key,
+            rna_layer=args.rna_layer,
+            atac_layer=args.atac_layer,
+            batch_key=args.batch_key,
+        )
+    else:
+        if args.modality is None:
+            raise ValueError("a .h5ad input needs --modality rna or --modality atac.")
+        layer = args.rna_layer if args.modality == "rna" else args.atac_layer
+        SCAMORT.setup_anndata(data, modality=args.modality, layer=layer, batch_key=args.batch_key)
+    expected = ".h5mu" if is_mudata else ".h5ad"
+    if Path(args.out).suffix != expected:
+        raise ValueError(f"--out must end in {expected} for a {Path(args.input).suffix} input.")
+    model = SCAMORT(data, seed=args.seed)
+    model.train(
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        seed=args.seed,
+        progress_bar=not args.no_progress,
+    )
+    data.obsm["X_scamort"] = model.get_latent_representation()
+    if is_mudata:
+        for m in model.spec.modalities:
+            data.obsm[f"X_scamort_{m}"] = model.get_latent_representation(modality=m)
+    write_atomic(data, args.out)
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
+    print(f"wrote {args.out}: obsm {sorted(k for k in data.obsm if k.startswith('X_scamort'))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .data import DataError
+
+    try:
+        if args.command == "fit":
+            fit(args)
+        else:
+            from ._demo import run_demo
+
+            run_demo(
+                args.out,
+                epochs=args.epochs,
+                seed=args.seed,
+                accelerator=args.accelerator,
+                n_cells=args.n_cells,
+            )
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        print(f"scamort {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Validate and register AnnData / MuData: the only module that reads the user's object.
+
+``setup(...)`` checks the data and returns a frozen :class:`DataSpec` (what was
+registered) and a :class:`CellData` (sparse counts aligned to one cell index, explicit
+modality masks, covariate codes). Nothing is written into the user's object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from mudata import MuData
+
+Data = AnnData | MuData
+KINDS = ("rna", "atac")
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What ``setup_*`` registered; JSON-serialisable, saved with a model."""
+
+    modalities: tuple[str, ...]  # names in the data, in module order
+    kinds: tuple[str, ...]  # "rna" or "atac" per modality
+    layers: tuple[str | None, ...]  # where the raw counts live, per modality
+    batch_key: str | None
+    categorical_covariate_keys: tuple[str, ...]
+    categories: tuple[tuple[str, ...], ...]  # batch first, then each covariate key
+    features: tuple[tuple[str, ...], ...]  # var_names per modality
+    is_mudata: bool
+
+    @property
+    def covariate_keys(self) -> tuple[str | None, ...]:
+        return (self.batch_key, *self.categorical_covariate_keys)
+
+    @property
+    def n_categories(self) -> tuple[int, ...]:
+        return tuple(len(c) for c in self.categories)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        tup = {
+            k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            if isinstance(v, list)
+            else v
+            for k, v in d.items()
+        }
+        return cls(**tup)
+
+
+@dataclass
+class CellData:
+    """Counts aligned to one cell index; rows of cells lacking a modality are empty."""
+
+    obs_names: pd.Index
+    x: dict[str, sp.csr_matrix]  # (n_cells, F_m) float32
+    mask: np.ndarray  # (n_cells, M) bool
+    cov: np.ndarray  # (n_cells, K) int64
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.obs_names)
+
+
+# ---- reading the object ------------------------------------------------------------------
+def modality_views(data: Data, spec_modalities: tuple[str, ...]) -> dict[str, AnnData]:
+    if isinstance(data, MuData):
+        missing = [m for m in spec_modalities if m not in data.mod]
+        if missing:
+            raise DataError(
+                f"modality {missing[0]!r} not found in the MuData (it has {list(data.mod)}). "
+                "Pass the right name (rna_key= / atac_key=), or None to leave it out."
+            )
+        return {m: data.mod[m] for m in spec_modalities}
+    return {spec_modalities[0]: data}
+
+
+def _cells(data: Data, mods: dict[str, AnnData]) -> pd.Index:
+    cells = data.obs_names
+    _check_unique(cells, "obs_names", "the MuData")
+    for m, a in mods.items():
+        _check_unique(a.obs_names, "obs_names", f"modality {m!r}")
+        _check_unique(a.var_names, "var_names", f"modality {m!r}")
+        if a.n_obs == 0 or a.n_vars == 0:
+            raise DataError(
+                f"modality {m!r} is empty ({a.n_obs} cells x {a.n_vars} features); "
+                "remove it from the data or pass None for its key."
+            )
+        if cells.get_indexer(a.obs_names).min() < 0:
+            raise DataError(
+                f"cells of modality {m!r} are missing from the MuData's obs_names; "
+                "call mdata.update() after changing a modality."
+            )
+    return cells
+
+
+def _check_unique(index: pd.Index, what: str, where: str) -> None:
+    if not index.is_unique:
+        dup = index[index.duplicated()].unique()[:5].tolist()
+        fix = "obs_names_make_unique()" if what == "obs_names" else "var_names_make_unique()"
+        raise DataError(
+            f"{where} has duplicate {what}, e.g. {dup}. Make them unique, "
+            f"e.g. with .{fix}, before setup."
+        )
+
+
+def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
+    if layer is None:
+        X = a.X
+        if X is None:
+            raise DataError(f"modality {m!r} has no .X; pass the layer with raw counts.")
+    elif layer not in a.layers:
+        raise DataError(
+            f"layer {layer!r} not found in modality {m!r} "
+            f"(layers: {list(a.layers)}). Pass the layer holding raw counts, "
+            "or None to use .X."
+        )
+    else:
+        X = a.layers[layer]
+    where = f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})"
+    X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+    _check_values(np.asarray(X.data), where)
+    return sp.csr_matrix(X, dtype=np.float32)
+
+
+def _check_values(v: np.ndarray, where: str) -> None:
+    hint = " scamort needs raw counts: pass the layer that holds them."
+    if not np.isfinite(v).all():
+        raise DataError(f"{where} contains NaN or inf values.{hint}")
+    if (v < 0).any():
+        raise DataError(f"{where} contains negative values (min {v.min():g}).{hint}")
+    if np.issubdtype(v.dtype, np.floating) and (v != np.round(v)).any():
+        bad = v[v != np.round(v)][0]
+        raise DataError(
+            f"{where} contains non-integer values (e.g. {bad:g}); it looks "
+            f"normalized or log-transformed.{hint}"
+        )
+
+
+def _align(X: sp.csr_matrix, pos: np.ndarray, n_cells: int) -> sp.csr_matrix:
+    """Rows of X placed at rows ``pos`` of an (n_cells, F) CSR; other rows empty."""
+    order = np.argsort(pos, kind="stable")
+    X = X[order]
+    lengths = np.zeros(n_cells, dtype=np.int64)
+    lengths[pos[order]] = np.diff(X.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((X.data, X.indices, indptr), shape=(n_cells, X.shape[1]))
+
+
+def _column(data: Data, mods: dict[str, AnnData], key: str, cells: pd.Index) -> pd.Series:
+    """A per-cell column from the MuData's obs, or else from the modalities' obs."""
+    if key in data.obs:
+        col = data.obs[key]
+    else:
+        parts = [a.obs[key].astype(object) for a in mods.values() if key in a.obs]
+        if not parts:
+            cols = sorted(set(data.obs.columns).union(*(a.obs.columns for a in mods.values())))
+            raise DataError(
+                f"key {key!r} not found in obs (columns: {cols}). Pass an existing column or None."
+            )
+        col = pd.concat(parts)
+        clash = col.groupby(level=0).nunique() > 1
+        if clash.any():
+            raise DataError(
+                f"obs[{key!r}] disagrees between modalities for cells "
+                f"{clash[clash].index[:5].tolist()}; make it one value per cell."
+            )
+        col = col[~col.index.duplicated()].reindex(cells)
+    if col.isna().any():
+        raise DataError(
+            f"obs[{key!r}] is missing for {int(col.isna().sum())} cells "
+            f"(e.g. {col.index[col.isna()][:3].tolist()}); fill it in or drop them."
+        )
+    return col.astype(str)
+
+
+# ---- the two entry points --------------------------------------------------------------
+def register(
+    data: Data,
+    modalities: dict[str, tuple[str, str | None]],
+    batch_key: str | None,
+    covariate_keys: tuple[str, ...],
+) -> tuple[DataSpec, CellData]:
+    """Validate training data. ``modalities``: name -> (kind, layer)."""
+    if not modalities:
+        raise DataError("no modality to fit: pass at least one of rna_key / atac_key.")
+    names = tuple(modalities)
+    mods = modality_views(data, names)
+    cells = _cells(data, mods)
+    categories = []
+    for key in (batch_key, *covariate_keys):
+        col = _column(data, mods, key, cells) if key is not None else None
+        categories.append(("all",) if col is None else tuple(sorted(col.unique())))
+    spec = DataSpec(
+        modalities=names,
+        kinds=tuple(k for k, _ in modalities.values()),
+        layers=tuple(layer for _, layer in modalities.values()),
+        batch_key=batch_key,
+        categorical_covariate_keys=tuple(covariate_keys),
+        categories=tuple(categories),
+        features=tuple(tuple(mods[m].var_names.astype(str)) for m in names),
+        is_mudata=isinstance(data, MuData),
+    )
+    cell_data = to_cell_data(data, spec)
+    for j, m in enumerate(names):
+        empty = np.asarray(cell_data.x[m].sum(0)).ravel() == 0
+        if empty.any():
+            raise DataError(
+                f"{int(empty.sum())} features of modality {m!r} have zero counts in every "
+                f"cell (e.g. {np.asarray(spec.features[j])[empty][:3].tolist()}). Remove them "
+                "first, e.g. scanpy.pp.filter_genes(adata, min_cells=1) on that modality."
+            )
+    return spec, cell_data
+
+
+def to_cell_data(data: Data, spec: DataSpec) -> CellData:
+    """Validate ``data`` against a registered spec and align it (training or new data)."""
+    if spec.is_mudata != isinstance(data, MuData):
+        want = "MuData" if spec.is_mudata else "AnnData"
+        raise DataError(f"this model was set up on a {want}; pass a {want}.")
+    mods = modality_views(data, spec.modalities)
+    cells = _cells(data, mods)
+    x, mask = {}, np.zeros((len(cells), len(mods)), dtype=bool)
+    for j, m in enumerate(spec.modalities):
+        a = mods[m]
+        _check_features(a.var_names, spec.features[j], m)
+        pos = cells.get_indexer(a.obs_names)
+        x[m] = _align(_counts(a, spec.layers[j], m), pos, len(cells))
+        mask[pos, j] = True
+    if not mask.any(1).all():
+        bad = cells[~mask.any(1)][:5].tolist()
+        raise DataError(f"cells {bad} are in no modality; drop them from the MuData.")
+    has_counts = np.stack([np.diff(x[m].indptr) > 0 for m in spec.modalities], axis=1)
+    empty = ~(has_counts & mask).any(1)
+    if empty.any():
+        raise DataError(
+            f"{int(empty.sum())} cells have zero counts in every modality they have (e.g. "
+            f"{cells[empty][:3].tolist()}). Remove them, e.g. scanpy.pp.filter_cells("
+            "adata, min_counts=1) on each modality."
+        )
+    cov = np.zeros((len(cells), len(spec.categories)), dtype=np.int64)
+    for k, (key, cats) in enumerate(zip(spec.covariate_keys, spec.categories)):
+        if key is None:
+            continue
+        col = _column(data, mods, key, cells)
+        unknown = sorted(set(col.unique()) - set(cats))
+        if unknown:
+            raise DataError(
+                f"obs[{key!r}] has categories {unknown[:5]} that the model was not "
+                f"trained on (known: {list(cats)[:10]})."
+            )
+        cov[:, k] = pd.Categorical(col, categories=list(cats)).codes
+    return CellData(cells, x, mask, cov)
+
+
+def _check_features(names: pd.Index, expected: tuple[str, ...], m: str) -> None:
+    got = np.asarray(names.astype(str))
+    if len(got) != len(expected) or not (got == np.asarray(expected)).all():
+        n = min(len(got), len(expected))
+        diff = np.flatnonzero(got[:n] != np.asarray(expected[:n]))
+        where = (
+            f"first difference at position {diff[0]}: {got[diff[0]]!r} vs {expected[diff[0]]!r}"
+            if len(diff)
+            else f"{len(got)} features vs {len(expected)}"
+        )
+        raise DataError(
+            f"features of modality {m!r} do not match the model ({where}). Subset and order "
+            f"the data's var_names to the model's, e.g. adata[:, model_features]."
+        )

@@ -1,0 +1,442 @@
+"""The user-facing model: setup, train, latent spaces, normalized values, save/load."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import weakref
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.distributions import Normal
+
+from . import __version__
+from .data import CellData, DataError, DataSpec, make_loader, register, to_cell_data
+from .data.setup import Data
+from .module import ModuleConfig, MultiVAE, product_of_experts
+from .module.vae import check_option
+from .train import History, TrainingPlan
+
+# setup_* registrations, keyed by id(data) and checked against a weak reference, so
+# that nothing is ever written into the user's object.
+_REGISTRY: dict[int, tuple[weakref.ref, DataSpec, CellData]] = {}
+
+_LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
+
+
+class SCAMORT:
+    """Product-of-experts VAE for RNA + ATAC, paired and unpaired cells in one latent space.
+
+    Call :meth:`setup_mudata` or :meth:`setup_anndata` on the data first.
+
+    Parameters
+    ----------
+    data
+        The AnnData / MuData registered with ``setup_*``.
+    n_latent, n_hidden, n_layers, dropout
+        Latent dimension and the shape of every encoder and decoder network.
+    rna_likelihood
+        ``"nb"`` (default) or ``"zinb"``.
+    atac_likelihood
+        ``"bernoulli"`` on binarized peaks with cell and region factors (PeakVI, default)
+        or ``"poisson"`` on counts with a cell depth offset.
+    dispersion
+        ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: per gene and batch.
+    encode_covariates
+        Also feed the covariates to the encoders (off by default, as in scVI).
+    cross_reconstruction
+        For paired cells, each single-modality posterior must also explain the other
+        modality (the subset ELBO of the joint data). Off: it explains only its own.
+    single_view_weight
+        Weight of the single-modality ELBOs of paired cells relative to the joint ELBO.
+    seed
+        Seed of the weight initialisation.
+    """
+
+    def __init__(
+        self,
+        data: Data,
+        n_latent: int = 20,
+        n_hidden: int = 256,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        rna_likelihood: Literal["nb", "zinb"] = "nb",
+        atac_likelihood: Literal["bernoulli", "poisson"] = "bernoulli",
+        dispersion: Literal["gene", "gene-batch"] = "gene",
+        encode_covariates: bool = False,
+        cross_reconstruction: bool = True,
+        single_view_weight: float = 1.0,
+        seed: int = 0,
+    ):
+        spec, cells = _registered(data)
+        check_option("rna_likelihood", rna_likelihood, _LIKELIHOODS["rna"])
+        check_option("atac_likelihood", atac_likelihood, _LIKELIHOODS["atac"])
+        chosen = {"rna": rna_likelihood, "atac": atac_likelihood}
+        config = ModuleConfig(
+            n_features={m: len(f) for m, f in zip(spec.modalities, spec.features)},
+            likelihoods={m: chosen[k] for m, k in zip(spec.modalities, spec.kinds)},
+            n_categories=spec.n_categories,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout=dropout,
+            encode_covariates=encode_covariates,
+            dispersion=dispersion,
+            cross_reconstruction=cross_reconstruction,
+            single_view_weight=single_view_weight,
+        )
+        self._init(data, spec, cells, config, seed)
+
+    def _init(self, data, spec, cells, config, seed):
+        self.data, self.spec, self._cells, self.config = data, spec, cells, config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = MultiVAE(config)
+        self.history = pd.DataFrame()
+        self.is_trained = False
+
+    # ---- setup ---------------------------------------------------------------------------
+    @staticmethod
+    def setup_mudata(
+        mdata,
+        rna_key: str | None = "rna",
+        atac_key: str | None = "atac",
+        rna_layer: str | None = None,
+        atac_layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+    ) -> DataSpec:
+        """Validate and register a MuData whose modalities may hold different cells.
+
+        A cell in both ``rna_key`` and ``atac_key`` is paired; a cell in one of them is
+        unpaired. No zero-padding or reordering is needed. Columns are read from
+        ``mdata.obs`` or, failing that, from the modalities' obs. Raises
+        :class:`~scamort.data.DataError` naming the problem and the fix.
+        """
+        mods = {
+            m: (k, layer)
+            for m, k, layer in ((rna_key, "rna", rna_layer), (atac_key, "atac", atac_layer))
+            if m is not None
+        }
+        return _register(mdata, mods, batch_key, categorical_covariate_keys)
+
+    @staticmethod
+    def setup_anndata(
+        adata,
+        modality: Literal["rna", "atac"] = "rna",
+        layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+    ) -> DataSpec:
+        """Validate and register a single-modality AnnData (RNA alone behaves like scVI)."""
+        check_option("modality", modality, {"rna", "atac"})
+        return _register(
+            adata, {modality: (modality, layer)}, batch_key, categorical_covariate_keys
+        )
+
+    # ---- training ------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        accelerator: str = "auto",
+        devices: int | str = 1,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 10,
+        validation_fraction: float = 0.1,
+        kl_warmup_epochs: float | None = None,
+        seed: int = 0,
+        progress_bar: bool = True,
+    ) -> SCAMORT:
+        """Fit the model with Lightning (same code on CPU and GPU).
+
+        ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)``.
+        ``kl_warmup_epochs=None`` warms the KL weight up over the first quarter of the
+        epochs. Early stopping watches the held-out ELBO (``elbo_validation``).
+        Training is reproducible for a fixed ``seed`` on a given device.
+        """
+        n = self._cells.n_cells
+        max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
+        if not 0 <= validation_fraction < 1:
+            raise ValueError("validation_fraction must be in [0, 1).")
+        if early_stopping and validation_fraction == 0:
+            raise ValueError("early_stopping needs validation cells: set validation_fraction > 0.")
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = int(round(validation_fraction * n))
+        train_loader = make_loader(self._cells, np.sort(order[n_val:]), batch_size, True, seed)
+        val_loader = (
+            make_loader(self._cells, np.sort(order[:n_val]), batch_size, False) if n_val else None
+        )
+        warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
+        plan = TrainingPlan(self.module, lr, weight_decay, warmup, len(train_loader))
+        history = History()
+        callbacks = [history]
+        if early_stopping:
+            callbacks.append(
+                L.pytorch.callbacks.EarlyStopping(
+                    "elbo_validation", patience=early_stopping_patience, mode="max"
+                )
+            )
+        trainer = L.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+            limit_val_batches=1.0 if n_val else 0,
+        )
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=_cuda_devices()):
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+            torch.manual_seed(seed)
+            trainer.fit(plan, train_loader, val_loader)
+        self.history = pd.DataFrame(history.rows)
+        self.is_trained = True
+        self.module.to(trainer.strategy.root_device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def to_device(self, device: str | torch.device) -> SCAMORT:
+        """Move the module (for inference) to ``device``."""
+        self.module.to(device)
+        return self
+
+    # ---- results ---------------------------------------------------------------------------
+    def _cell_data(self, data: Data | None) -> CellData:
+        if data is None or data is self.data:
+            return self._cells
+        return to_cell_data(data, self.spec)
+
+    def _batches(self, cells: CellData, indices, batch_size: int):
+        idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
+        self.module.eval()
+        for batch in make_loader(cells, idx, batch_size, shuffle=False):
+            yield _to(batch, self.device)
+
+    def _posterior(self, batch: dict, modality: str) -> Normal:
+        """q(z | the cell's modalities) for 'joint', or one expert with the prior."""
+        experts = self.module.experts(batch["x"], batch["mask"], batch["cov"])
+        mask = batch["mask"]
+        if modality != "joint":
+            j = self.spec.modalities.index(modality)
+            keep = torch.zeros_like(mask)
+            keep[:, j] = 1.0
+            mask = mask * keep
+        return product_of_experts(experts, mask)
+
+    def _check_modality(self, modality: str) -> None:
+        check_option("modality", modality, {"joint", *self.spec.modalities})
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        data: Data | None = None,
+        modality: str = "joint",
+        indices: np.ndarray | None = None,
+        give_mean: bool = True,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Posterior of z for each cell, shape (n_cells, n_latent).
+
+        ``modality="joint"`` uses every modality the cell has (product of experts).
+        ``modality="rna"`` / ``"atac"`` uses that one expert with the prior; rows of cells
+        lacking that modality are NaN. ``give_mean=False`` draws one sample instead.
+        """
+        self._check_modality(modality)
+        cells = self._cell_data(data)
+        out = []
+        for batch in self._batches(cells, indices, batch_size):
+            q = self._posterior(batch, modality)
+            z = q.loc if give_mean else q.sample()
+            if modality != "joint":
+                has = batch["mask"][:, self.spec.modalities.index(modality)].bool()
+                z = torch.where(has[:, None], z, torch.full_like(z, torch.nan))
+            out.append(z.float().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.inference_mode()
+    def get_normalized(
+        self,
+        modality: str,
+        data: Data | None = None,
+        indices: np.ndarray | None = None,
+        library_size: float = 1.0,
+        transform_batch: str | None = None,
+        n_samples: int = 1,
+        batch_size: int = 1024,
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Decoded mean of ``modality`` for every cell, from its joint posterior.
+
+        Cells that lack the modality get it imputed from the modalities they have.
+        RNA and Poisson ATAC: ``library_size * softmax(f(z))``. Bernoulli ATAC: the
+        probability of accessibility without the cell factor (region factor kept).
+        ``transform_batch`` decodes every cell as if from that batch (batch-corrected
+        values); ``n_samples > 1`` averages over posterior samples instead of the mean.
+        """
+        check_option("modality", modality, self.spec.modalities)
+        cells = self._cell_data(data)
+        codes = self._batch_code(transform_batch)
+        log_size = float(np.log(library_size))
+        out = []
+        for batch in self._batches(cells, indices, batch_size):
+            q = self._posterior(batch, "joint")
+            cov = batch["cov"].clone()
+            if codes is not None:
+                cov[:, 0] = codes
+            z = q.loc[None] if n_samples == 1 else q.sample((n_samples,))
+            means = [
+                self.module.generative(
+                    zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size)
+                ).mean
+                for zs in z
+            ]
+            out.append(torch.stack(means).mean(0).float().cpu().numpy())
+        values = np.concatenate(out)
+        if return_numpy:
+            return values
+        j = self.spec.modalities.index(modality)
+        obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
+        return pd.DataFrame(values, index=obs, columns=list(self.spec.features[j]))
+
+    def get_normalized_expression(self, data: Data | None = None, **kwargs):
+        """:meth:`get_normalized` for the RNA modality (imputed for ATAC-only cells)."""
+        return self.get_normalized(self._modality_of("rna"), data, **kwargs)
+
+    def get_accessibility_estimates(self, data: Data | None = None, **kwargs):
+        """:meth:`get_normalized` for the ATAC modality (imputed for RNA-only cells)."""
+        return self.get_normalized(self._modality_of("atac"), data, **kwargs)
+
+    @torch.inference_mode()
+    def get_elbo(
+        self, data: Data | None = None, indices=None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Per-cell joint ELBO (one posterior sample), over the modalities each cell has."""
+        cells = self._cell_data(data)
+        out = [
+            self.module.loss(b, 1.0).elbo.cpu().numpy()
+            for b in self._batches(cells, indices, batch_size)
+        ]
+        return np.concatenate(out)
+
+    def _modality_of(self, kind: str) -> str:
+        if kind not in self.spec.kinds:
+            raise ValueError(f"this model has no {kind} modality (it has {self.spec.modalities}).")
+        return self.spec.modalities[self.spec.kinds.index(kind)]
+
+    def _batch_code(self, transform_batch: str | None) -> int | None:
+        if transform_batch is None:
+            return None
+        cats = self.spec.categories[0]
+        if self.spec.batch_key is None or transform_batch not in cats:
+            raise ValueError(
+                f"transform_batch={transform_batch!r} is not a batch of the "
+                f"model (batches: {list(cats) if self.spec.batch_key else []})."
+            )
+        return cats.index(transform_batch)
+
+    # ---- save / load ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write ``model.pt`` (weights only), ``config.json`` and ``history.csv`` to ``path``.
+
+        Each file is written to a temporary name and renamed, so a crash never leaves
+        a half-written model.
+        """
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{path} is not empty; pass overwrite=True to replace it.")
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "scamort_version": __version__,
+            "module": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "is_trained": self.is_trained,
+        }
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        _atomic(path / "model.pt", lambda f: torch.save(state, f))
+        _atomic(path / "config.json", lambda f: f.write(json.dumps(config, indent=1).encode()))
+        _atomic(path / "history.csv", lambda f: f.write(self.history.to_csv(index=False).encode()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, data: Data) -> SCAMORT:
+        """Load a saved model for ``data``, whose features must match the model's exactly."""
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
+        config = json.loads((path / "config.json").read_text())
+        spec = DataSpec.from_dict(config["spec"])
+        module_config = ModuleConfig(**config["module"])
+        cells = to_cell_data(data, spec)
+        model = cls.__new__(cls)
+        model._init(data, spec, cells, module_config, seed=0)
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        model.module.load_state_dict(state)
+        model.is_trained = config["is_trained"]
+        hist = path / "history.csv"
+        model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
+        _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
+        return model
+
+    def __repr__(self) -> str:
+        c = self.config
+        mods = ", ".join(
+            f"{m}: {c.n_features[m]} features ({c.likelihoods[m]})" for m in self.spec.modalities
+        )
+        paired = int((self._cells.mask.sum(1) > 1).sum())
+        return (
+            f"SCAMORT({self._cells.n_cells} cells, {paired} paired; {mods}; "
+            f"n_latent={c.n_latent}, trained={self.is_trained})"
+        )
+
+
+def _register(data, mods, batch_key, covariate_keys) -> DataSpec:
+    spec, cells = register(data, mods, batch_key, tuple(covariate_keys or ()))
+    _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
+    return spec
+
+
+def _registered(data) -> tuple[DataSpec, CellData]:
+    entry = _REGISTRY.get(id(data))
+    if entry is None or entry[0]() is not data:
+        raise DataError(
+            "this object was not set up: call SCAMORT.setup_mudata(mdata, ...) "
+            "or SCAMORT.setup_anndata(adata, ...) first."
+        )
+    return entry[1], entry[2]
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {
+        k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
+        for k, v in batch.items()
+    }
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,209 @@
+"""The torch module: one Gaussian expert per modality, their product, one decoder per modality.
+
+It knows nothing of AnnData. A minibatch is a dict:
+    x     {modality: (N, F_m) float counts}; rows of cells lacking m are never read
+    mask  (N, M) float, 1 where cell n has modality m (the order of ``config.n_features``)
+    cov   (N, K) int64 category codes; column 0 is the batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Normal, kl_divergence
+
+from ..nn import DECODERS, GaussianEncoder, one_hot_covariates
+from .poe import product_of_experts
+
+Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
+Dispersion = Literal["gene", "gene-batch"]
+
+
+def check_option(name: str, value, valid) -> None:
+    """Raise one ValueError that lists the valid choices."""
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(valid)}.")
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    """Every hyperparameter of the module; saved as JSON next to the weights."""
+
+    n_features: dict[str, int]
+    likelihoods: dict[str, Likelihood]
+    n_categories: tuple[int, ...] = (1,)
+    n_latent: int = 20
+    n_hidden: int = 256
+    n_layers: int = 1
+    dropout: float = 0.1
+    encode_covariates: bool = False
+    dispersion: Dispersion = "gene"
+    cross_reconstruction: bool = True
+    single_view_weight: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for m, lik in self.likelihoods.items():
+            check_option(f"likelihood of {m!r}", lik, DECODERS)
+        check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
+        if set(self.likelihoods) != set(self.n_features):
+            raise ValueError("likelihoods and n_features must name the same modalities.")
+        object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LossOutput:
+    """Scalar loss plus per-cell terms of the joint ELBO (kl weight 1)."""
+
+    loss: torch.Tensor
+    elbo: torch.Tensor  # (N,)
+    reconstruction: torch.Tensor  # (N,)
+    kl: torch.Tensor  # (N,)
+
+
+class MultiVAE(nn.Module):
+    """Product-of-experts VAE over any set of count modalities."""
+
+    def __init__(self, config: ModuleConfig):
+        super().__init__()
+        self.config = config
+        self.modalities = tuple(config.n_features)
+        self.encoders = nn.ModuleDict({m: self._encoder(m) for m in self.modalities})
+        self.decoders = nn.ModuleDict({m: self._decoder(m) for m in self.modalities})
+
+    def _encoder(self, m: str) -> GaussianEncoder:
+        c = self.config
+        n_cov = sum(c.n_categories) if c.encode_covariates else 0
+        return GaussianEncoder(
+            c.n_features[m], c.n_latent, n_cov, c.n_hidden, c.n_layers, c.dropout
+        )
+
+    def _decoder(self, m: str) -> nn.Module:
+        c = self.config
+        groups = c.n_categories[0] if c.dispersion == "gene-batch" else 1
+        return DECODERS[c.likelihoods[m]](
+            c.n_latent,
+            c.n_features[m],
+            sum(c.n_categories),
+            c.n_hidden,
+            c.n_layers,
+            c.dropout,
+            zero_inflated=c.likelihoods[m] == "zinb",
+            n_dispersion_groups=groups,
+        )
+
+    # ---- inference: q(z | x) ---------------------------------------------------------
+    def covariates(self, cov: torch.Tensor) -> torch.Tensor:
+        return one_hot_covariates(cov, self.config.n_categories)
+
+    def experts(
+        self, x: dict[str, torch.Tensor], mask: torch.Tensor, cov: torch.Tensor
+    ) -> list[Normal]:
+        """One Normal per modality, shape (N, D). Rows of cells lacking m are N(0, 1)
+        placeholders; the encoder never sees them and the product of experts drops them."""
+        cov_in = (
+            self.covariates(cov)
+            if self.config.encode_covariates
+            else cov.new_zeros((cov.shape[0], 0), dtype=torch.float32)
+        )
+        n, d = mask.shape[0], self.config.n_latent
+        out = []
+        for j, m in enumerate(self.modalities):
+            rows = mask[:, j].bool()
+            inp = self.decoders[m].encoder_input(x[m])
+            if bool(rows.all()):
+                out.append(self.encoders[m](inp, cov_in))
+                continue
+            idx = rows.nonzero().squeeze(1)
+            q = self.encoders[m](inp[idx], cov_in[idx])
+            loc = x[m].new_zeros((n, d)).index_copy(0, idx, q.loc)
+            scale = x[m].new_ones((n, d)).index_copy(0, idx, q.scale)
+            out.append(Normal(loc, scale, validate_args=False))
+        return out
+
+    def inference(self, x, mask, cov) -> dict:
+        experts = self.experts(x, mask, cov)
+        return {"experts": experts, "qz": product_of_experts(experts, mask)}
+
+    # ---- generative: p(x | z) --------------------------------------------------------
+    def log_sizes(self, x: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 1) size term per modality, read from the observed counts of present cells."""
+        out = {}
+        for j, m in enumerate(self.modalities):
+            idx = mask[:, j].bool().nonzero().squeeze(1)
+            size = x[m].new_zeros((x[m].shape[0], 1))
+            out[m] = size.index_copy(0, idx, self.decoders[m].log_size(x[m][idx]))
+        return out
+
+    def generative(
+        self, z: torch.Tensor, cov: torch.Tensor, m: str, log_size: torch.Tensor | None = None
+    ) -> Distribution:
+        """p(x_m | z, s); ``log_size=None`` gives normalized values (size term 0)."""
+        if log_size is None:
+            log_size = z.new_zeros((z.shape[0], 1))
+        return self.decoders[m](z, self.covariates(cov), log_size, cov[:, 0])
+
+    def log_likelihood(self, z, x, score_mask, cov, log_sizes) -> torch.Tensor:
+        """(N,) sum over scored modalities of log p(x_m | z); unscored ones add exactly 0."""
+        total = z.new_zeros(z.shape[0])
+        for j, m in enumerate(self.modalities):
+            idx = score_mask[:, j].bool().nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            px = self.generative(z[idx], cov[idx], m, log_sizes[m][idx])
+            ll = px.log_prob(self.decoders[m].observed(x[m][idx])).sum(-1)
+            total = total.index_add(0, idx, ll)
+        return total
+
+    # ---- loss ------------------------------------------------------------------------
+    def views(self, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """(expert mask, cells using the view, weight) for the joint view and, for paired
+        cells, each single-modality view (that expert alone with the prior)."""
+        paired = mask.sum(1) > 1
+        views = [(mask, torch.ones_like(paired), 1.0)]
+        for j in range(len(self.modalities)):
+            only = torch.zeros_like(mask)
+            only[:, j] = mask[:, j]
+            views.append((only, paired, self.config.single_view_weight))
+        return views
+
+    def loss(self, batch: dict, kl_weight: float = 1.0) -> LossOutput:
+        x, mask, cov = batch["x"], batch["mask"], batch["cov"]
+        experts = self.experts(x, mask, cov)
+        log_sizes = self.log_sizes(x, mask)
+        prior = Normal(0.0, 1.0, validate_args=False)
+        z, cells, scored, kl, weight = [], [], [], [], []
+        for view_mask, use, w in self.views(mask):
+            idx = use.nonzero().squeeze(1)
+            if idx.numel() == 0 or w == 0:
+                continue
+            q = product_of_experts(
+                [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
+                view_mask[idx],
+            )
+            z.append(q.rsample())
+            kl.append(kl_divergence(q, prior).sum(-1))
+            cells.append(idx)
+            # Cross reconstruction: a single-modality posterior must explain every
+            # modality the cell has, which ties the experts to one shared space.
+            scored.append(mask[idx] if self.config.cross_reconstruction else view_mask[idx])
+            weight.append(torch.full_like(kl[-1], w))
+        z, cells, scored = torch.cat(z), torch.cat(cells), torch.cat(scored)
+        kl, weight = torch.cat(kl), torch.cat(weight)
+        rec = self.log_likelihood(
+            z,
+            {m: v[cells] for m, v in x.items()},
+            scored,
+            cov[cells],
+            {m: v[cells] for m, v in log_sizes.items()},
+        )
+        n = mask.shape[0]
+        loss = -(weight * (rec - kl_weight * kl)).sum() / n
+        # The joint view comes first and covers all n cells in order.
+        return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])

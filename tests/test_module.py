@@ -1,0 +1,119 @@
+"""The torch module on raw tensors: paired and unpaired masks, no AnnData involved."""
+
+import pytest
+import torch
+
+from scamort.module import ModuleConfig, MultiVAE
+from scamort.train import kl_weight
+
+N, G, P = 12, 30, 50
+
+
+def _module(**kw):
+    torch.manual_seed(0)
+    cfg = ModuleConfig(
+        n_features={"rna": G, "atac": P},
+        likelihoods={"rna": kw.pop("rna", "nb"), "atac": kw.pop("atac", "bernoulli")},
+        n_categories=(3,),
+        n_latent=4,
+        n_hidden=16,
+        dropout=0.0,
+        **kw,
+    )
+    return MultiVAE(cfg)
+
+
+def _batch(mask):
+    g = torch.Generator().manual_seed(1)
+    x = {
+        "rna": torch.poisson(torch.full((N, G), 2.0), generator=g),
+        "atac": (torch.rand(N, P, generator=g) < 0.1).float(),
+    }
+    x["atac"][:, 0] = 1.0  # every cell has an open peak
+    return {"x": x, "mask": mask, "cov": torch.randint(0, 3, (N, 1), generator=g)}
+
+
+MIXED = torch.tensor([[1.0, 1.0]] * 4 + [[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+
+
+@pytest.mark.parametrize("rna,atac", [("nb", "bernoulli"), ("zinb", "poisson")])
+def test_loss_is_finite_and_trains_all_parts(rna, atac):
+    module = _module(rna=rna, atac=atac)
+    out = module.loss(_batch(MIXED), kl_weight=0.5)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.elbo.shape == (N,) and torch.isfinite(out.elbo).all()
+    torch.testing.assert_close(out.elbo, out.reconstruction - out.kl)
+    out.loss.backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_absent_modality_counts_are_never_read():
+    """Rows of absent modalities may hold anything (here NaN): the loss is unchanged."""
+    module = _module()
+    clean = _batch(MIXED)
+    dirty = _batch(MIXED)
+    dirty["x"]["atac"][4:8] = torch.nan  # RNA-only cells
+    dirty["x"]["rna"][8:] = torch.nan  # ATAC-only cells
+    torch.manual_seed(0)
+    a = module.loss(clean)
+    torch.manual_seed(0)
+    b = module.loss(dirty)
+    torch.testing.assert_close(a.loss, b.loss)
+    torch.testing.assert_close(a.elbo, b.elbo)
+
+
+def test_unpaired_cell_uses_only_its_own_expert():
+    module = _module().eval()
+    batch = _batch(MIXED)
+    inf = module.inference(batch["x"], batch["mask"], batch["cov"])
+    rna_expert = inf["experts"][0]
+    prec = 1 + rna_expert.scale[4:8] ** -2
+    torch.testing.assert_close(inf["qz"].scale[4:8], prec**-0.5)
+    torch.testing.assert_close(
+        inf["qz"].loc[4:8], rna_expert.loc[4:8] * rna_expert.scale[4:8] ** -2 / prec
+    )
+
+
+def test_rna_only_batch_gives_atac_networks_no_gradient():
+    module = _module()
+    only_rna = torch.tensor([[1.0, 0.0]] * N)
+    module.loss(_batch(only_rna)).loss.backward()
+    for name, p in module.named_parameters():
+        if name.startswith(("encoders.atac", "decoders.atac")):
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+
+
+def test_single_views_only_for_paired_cells():
+    module = _module()
+    views = module.views(MIXED)
+    assert len(views) == 3
+    joint, rna_only_view, atac_only_view = views
+    assert joint[1].all()
+    assert rna_only_view[1].tolist() == [True] * 4 + [False] * 8
+    torch.testing.assert_close(rna_only_view[0][:4], torch.tensor([[1.0, 0.0]] * 4))
+    # With weight 0 on the single views, the loss is the joint ELBO alone.
+    module0 = _module(single_view_weight=0.0)
+    torch.manual_seed(0)
+    out = module0.loss(_batch(MIXED))
+    torch.testing.assert_close(out.loss, -out.elbo.mean())
+
+
+def test_gene_batch_dispersion_has_one_row_per_batch():
+    module = _module(dispersion="gene-batch")
+    assert module.decoders["rna"].log_theta.shape == (3, G)
+    assert torch.isfinite(module.loss(_batch(MIXED)).loss)
+
+
+def test_bad_options_list_the_valid_ones():
+    with pytest.raises(ValueError, match="bernoulli"):
+        _module(atac="gaussian")
+    with pytest.raises(ValueError, match="gene-batch"):
+        _module(dispersion="cell")
+
+
+def test_kl_warmup_is_linear_and_capped():
+    assert kl_weight(0, 0, 10, 4) == 0.0
+    assert kl_weight(1, 5, 10, 4) == pytest.approx(1.5 / 4)
+    assert kl_weight(10, 0, 10, 4) == 1.0
+    assert kl_weight(0, 0, 10, 0) == 1.0
