@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -72,6 +74,7 @@ class SCAMORT:
         encode_covariates: bool = False,
         cross_reconstruction: bool = True,
         single_view_weight: float = 1.0,
+        alignment_weight: float = 0.0,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -90,6 +93,7 @@ class SCAMORT:
             dispersion=dispersion,
             cross_reconstruction=cross_reconstruction,
             single_view_weight=single_view_weight,
+            alignment_weight=alignment_weight,
         )
         self._init(data, spec, cells, config, seed)
 
@@ -185,21 +189,13 @@ class SCAMORT:
                     "elbo_validation", patience=early_stopping_patience, mode="max"
                 )
             )
-        trainer = L.Trainer(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=progress_bar,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=callbacks,
-            limit_val_batches=1.0 if n_val else 0,
-        )
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=_cuda_devices()):
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+        with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()):
+            trainer = L.Trainer(
+                max_epochs=max_epochs, accelerator=accelerator, devices=devices, logger=False,
+                enable_checkpointing=False, enable_progress_bar=progress_bar,
+                enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks,
+                limit_val_batches=1.0 if n_val else 0,
+            )
             torch.manual_seed(seed)
             trainer.fit(plan, train_loader, val_loader)
         self.history = pd.DataFrame(history.rows)
@@ -425,6 +421,21 @@ def _to(batch: dict, device: torch.device) -> dict:
         k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
         for k, v in batch.items()
     }
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Hide Lightning's start-up banner and hints; keep its warnings and progress bar."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def _cuda_devices() -> list[int]:
