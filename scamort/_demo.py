@@ -63,7 +63,7 @@ def run_demo(
     SCAMORT.setup_mudata(mdata, batch_key="batch")
     model = SCAMORT(mdata, seed=seed)
     t0 = time.perf_counter()
-    model.train(max_epochs=epochs or 60, accelerator=accelerator, seed=seed)
+    model.train(max_epochs=epochs or 20, accelerator=accelerator, seed=seed)
     train_s = time.perf_counter() - t0
 
     scores = integration_metrics(model, mdata)

@@ -74,7 +74,6 @@ class SCAMORT:
         encode_covariates: bool = False,
         cross_reconstruction: bool = True,
         single_view_weight: float = 1.0,
-        alignment_weight: float = 0.0,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -93,7 +92,6 @@ class SCAMORT:
             dispersion=dispersion,
             cross_reconstruction=cross_reconstruction,
             single_view_weight=single_view_weight,
-            alignment_weight=alignment_weight,
         )
         self._init(data, spec, cells, config, seed)
 
@@ -191,9 +189,15 @@ class SCAMORT:
             )
         with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()):
             trainer = L.Trainer(
-                max_epochs=max_epochs, accelerator=accelerator, devices=devices, logger=False,
-                enable_checkpointing=False, enable_progress_bar=progress_bar,
-                enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=progress_bar,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                callbacks=callbacks,
                 limit_val_batches=1.0 if n_val else 0,
             )
             torch.manual_seed(seed)

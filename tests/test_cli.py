@@ -12,16 +12,33 @@ from scamort._cli import main
 def test_fit_mudata_writes_embeddings(tiny_mdata, tmp_path):
     src, out = tmp_path / "in.h5mu", tmp_path / "out.h5mu"
     tiny_mdata.write_h5mu(src)
-    rc = main(["fit", str(src), "--out", str(out), "--epochs", "2", "--batch-key", "batch",
-               "--save-model", str(tmp_path / "model"), "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            str(src),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-key",
+            "batch",
+            "--save-model",
+            str(tmp_path / "model"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     result = md.read_h5mu(out)
     status = result.obs["modality"].to_numpy()
     assert result.obsm["X_scamort"].shape == (tiny_mdata.n_obs, 20)
     assert np.isfinite(result.obsm["X_scamort"]).all()
     rna, atac = np.asarray(result.obsm["X_scamort_rna"]), np.asarray(result.obsm["X_scamort_atac"])
-    assert np.isnan(rna[status == "atac_only"]).all() and np.isfinite(rna[status != "atac_only"]).all()
-    assert np.isnan(atac[status == "rna_only"]).all() and np.isfinite(atac[status != "rna_only"]).all()
+    assert (
+        np.isnan(rna[status == "atac_only"]).all() and np.isfinite(rna[status != "atac_only"]).all()
+    )
+    assert (
+        np.isnan(atac[status == "rna_only"]).all() and np.isfinite(atac[status != "rna_only"]).all()
+    )
     assert (tmp_path / "model" / "model.pt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -31,16 +48,34 @@ def test_fit_anndata(tiny_mdata, tmp_path):
     rna = tiny_mdata["rna"].copy()
     rna.layers["raw"] = rna.X.copy()
     rna.write_h5ad(src)
-    assert main(["fit", str(src), "--out", str(out), "--modality", "rna", "--rna-layer", "raw",
-                 "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(src),
+                "--out",
+                str(out),
+                "--modality",
+                "rna",
+                "--rna-layer",
+                "raw",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert ad.read_h5ad(out).obsm["X_scamort"].shape == (rna.n_obs, 20)
 
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["--modality", "rna"], "does not exist"),
-     ([], "needs --modality"),
-     (["--modality", "rna", "--batch-key", "donor"], "key 'donor' not found")],
+    [
+        (["--modality", "rna"], "does not exist"),
+        ([], "needs --modality"),
+        (["--modality", "rna", "--batch-key", "donor"], "key 'donor' not found"),
+    ],
 )
 def test_fit_errors_are_clean(tiny_mdata, tmp_path, capsys, args, message):
     src = tmp_path / "rna.h5ad"
@@ -58,6 +93,10 @@ def test_demo_end_to_end_small(tmp_path):
     assert main(["demo", "--out", str(out), "--epochs", "2", "--n-cells", "900"]) == 0
     assert (out / "umap.png").stat().st_size > 10_000
     table = pd.read_csv(out / "metrics.csv").set_index("metric")["value"]
-    for metric in ("ARI (cell_type)", "NMI (cell_type)", "FOSCTTM (paired cells)",
-                   "label transfer RNA-only -> ATAC-only"):
+    for metric in (
+        "ARI (cell_type)",
+        "NMI (cell_type)",
+        "FOSCTTM (paired cells)",
+        "label transfer RNA-only -> ATAC-only",
+    ):
         assert 0.0 <= table[metric] <= 1.0

@@ -103,7 +103,10 @@ def test_save_load_round_trip_gives_identical_latents(trained, sim_mdata, tmp_pa
     assert loaded.config == trained.config and loaded.spec == trained.spec
     pd.testing.assert_frame_equal(loaded.history, trained.history, check_dtype=False)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "config.json", "history.csv", "model.pt"]
+        "config.json",
+        "history.csv",
+        "model.pt",
+    ]
 
 
 def test_training_is_reproducible_with_a_seed(tiny_mdata):
@@ -136,8 +139,13 @@ def test_rna_alone_from_anndata_like_scvi(sim_mdata):
 def test_poisson_atac_and_early_stopping(tiny_mdata):
     scamort.SCAMORT.setup_mudata(tiny_mdata)
     model = scamort.SCAMORT(tiny_mdata, atac_likelihood="poisson", n_hidden=32)
-    model.train(max_epochs=200, early_stopping=True, early_stopping_patience=2,
-                batch_size=64, progress_bar=False)
+    model.train(
+        max_epochs=200,
+        early_stopping=True,
+        early_stopping_patience=2,
+        batch_size=64,
+        progress_bar=False,
+    )
     assert len(model.history) < 200
     assert np.isfinite(model.get_latent_representation()).all()
     with pytest.raises(ValueError, match="validation"):

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import assert_same, fingerprint
 
 import scamort
 from scamort import SCAMORT, DataError
-
-from conftest import assert_same, fingerprint
 
 
 def _setup(mdata, **kw):
@@ -23,8 +22,9 @@ def _set_value(mdata, mod, value, dense=False):
 
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize(
-    "value,message", [(0.5, "non-integer"), (-1.0, "negative"), (np.nan, "NaN or inf"),
-                      (np.inf, "NaN or inf")])
+    "value,message",
+    [(0.5, "non-integer"), (-1.0, "negative"), (np.nan, "NaN or inf"), (np.inf, "NaN or inf")],
+)
 def test_bad_count_values(tiny_mdata, value, message, dense):
     _set_value(tiny_mdata, "rna", value, dense)
     with pytest.raises(DataError, match=message) as err:

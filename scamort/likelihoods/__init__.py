@@ -1,6 +1,6 @@
 """Count likelihoods: a pure log-prob function and a thin Distribution in each file."""
 
-from .bernoulli import PeakBernoulli, log_bernoulli, log1mexp
+from .bernoulli import PeakBernoulli, log1mexp, log_bernoulli
 from .negative_binomial import NegativeBinomial, ZeroInflatedNegativeBinomial, log_nb, log_zinb
 from .poisson import Poisson, log_poisson
 

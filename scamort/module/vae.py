@@ -43,7 +43,6 @@ class ModuleConfig:
     dispersion: Dispersion = "gene"
     cross_reconstruction: bool = True
     single_view_weight: float = 1.0
-    alignment_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -174,17 +173,6 @@ class MultiVAE(nn.Module):
             views.append((only, paired, self.config.single_view_weight))
         return views
 
-    def alignment(self, experts: list[Normal], mask: torch.Tensor) -> torch.Tensor:
-        """(N,) symmetric KL between the single-expert posteriors of each modality pair
-        that a cell has (0 for unpaired cells)."""
-        singles = [product_of_experts([e], mask[:, j : j + 1]) for j, e in enumerate(experts)]
-        total = mask.new_zeros(mask.shape[0])
-        for i in range(len(singles)):
-            for j in range(i + 1, len(singles)):
-                sym = kl_divergence(singles[i], singles[j]) + kl_divergence(singles[j], singles[i])
-                total = total + mask[:, i] * mask[:, j] * sym.sum(-1)
-        return total
-
     def loss(self, batch: dict, kl_weight: float = 1.0) -> LossOutput:
         x, mask, cov = batch["x"], batch["mask"], batch["cov"]
         experts = self.experts(x, mask, cov)
@@ -217,7 +205,5 @@ class MultiVAE(nn.Module):
         )
         n = mask.shape[0]
         loss = -(weight * (rec - kl_weight * kl)).sum() / n
-        if self.config.alignment_weight > 0:
-            loss = loss + self.config.alignment_weight * self.alignment(experts, mask).sum() / n
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])
