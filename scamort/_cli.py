@@ -30,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--modality", choices=["rna", "atac"], default=None, help="the modality of a .h5ad input"
     )
+    fit.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        metavar="K",
+        help="refine each cell's joint posterior by K steps; also writes "
+        "obs['elbo_amortized'] and obs['elbo_refined']",
+    )
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo = sub.add_parser("demo", help="end-to-end run on the bundled SNARE-seq data")
     demo.add_argument("--out", default="scamort_demo", help="output folder")
@@ -38,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     demo.add_argument(
         "--n-cells", type=int, default=None, help="subsample this many cells (quick runs)"
+    )
+    demo.add_argument(
+        "--gap-cells",
+        type=int,
+        default=60,
+        help="cells per modality status for the gap diagnostics (default 60)",
     )
     return p
 
@@ -72,7 +86,15 @@ def fit(args) -> None:
         seed=args.seed,
         progress_bar=not args.no_progress,
     )
-    data.obsm["X_scamort"] = model.get_latent_representation()
+    if args.refine_steps > 0:
+        z, elbos = model.get_latent_representation(
+            refine_steps=args.refine_steps, return_elbo=True, seed=args.seed
+        )
+        data.obs["elbo_amortized"] = elbos["elbo_amortized"].to_numpy()
+        data.obs["elbo_refined"] = elbos["elbo_refined"].to_numpy()
+    else:
+        z = model.get_latent_representation()
+    data.obsm["X_scamort"] = z
     if is_mudata:
         for m in model.spec.modalities:
             data.obsm[f"X_scamort_{m}"] = model.get_latent_representation(modality=m)
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 accelerator=args.accelerator,
                 n_cells=args.n_cells,
+                gap_cells=args.gap_cells,
             )
     except (DataError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         print(f"scamort {args.command}: error: {err}", file=sys.stderr)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, metrics
+from .gaps import plot_gap_curve, summarize_gaps
 from .model import SCAMORT
 
 
@@ -41,6 +42,7 @@ def run_demo(
     seed: int = 0,
     accelerator: str = "auto",
     n_cells: int | None = None,
+    gap_cells: int = 60,
 ) -> pd.DataFrame:
     import matplotlib
 
@@ -77,6 +79,9 @@ def run_demo(
     )
     fig.savefig(out / "umap.png", dpi=120, bbox_inches="tight")
 
+    gap_table = gap_report(model, mdata, out, per_status=gap_cells, seed=seed)
+    print(_markdown_frame(gap_table))
+
     scores["training time (s)"] = train_s
     scores["total time (s)"] = time.perf_counter() - start
     scores["epochs"] = int(model.history["epoch"].max() + 1)
@@ -84,8 +89,53 @@ def run_demo(
     table.to_csv(out / "metrics.csv", index=False)
     (out / "metrics.md").write_text(_markdown(table))
     print(_markdown(table))
-    print(f"wrote {out / 'umap.png'}, {out / 'metrics.csv'}, {out / 'metrics.md'}")
+    print(
+        f"wrote {out}/: umap.png, metrics.csv, metrics.md, gaps.csv, gaps_by_modality.md, "
+        "gaps_by_cell_type.md, gap_vs_steps.png"
+    )
     return table
+
+
+def gap_report(
+    model: SCAMORT, mdata, out: Path, per_status: int = 100, seed: int = 0
+) -> pd.DataFrame:
+    """Gaps on a sample of cells of each modality status: CSV, summary tables, plot."""
+    status = mdata.obs["modality"].astype(str)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(
+        np.concatenate(
+            [
+                rng.choice(
+                    np.flatnonzero(status == s),
+                    min(per_status, int((status == s).sum())),
+                    replace=False,
+                )
+                for s in status.unique()
+            ]
+        )
+    )
+    t0 = time.perf_counter()
+    gaps = model.get_gaps(indices=pick, converge_steps=300, iw_samples=128, seed=seed)
+    print(f"gap diagnostics on {len(pick)} cells: {time.perf_counter() - t0:.0f} s")
+    gaps["modality"] = status.iloc[pick].to_numpy()
+    gaps["cell_type"] = mdata.obs["cell_type"].astype(str).iloc[pick].to_numpy()
+    gaps.to_csv(out / "gaps.csv")
+    by_status = summarize_gaps(gaps, gaps["modality"])
+    by_type = summarize_gaps(gaps, gaps["cell_type"])
+    (out / "gaps_by_modality.md").write_text(_markdown_frame(by_status))
+    (out / "gaps_by_cell_type.md").write_text(_markdown_frame(by_type))
+    plot_gap_curve(gaps, gaps["modality"], out / "gap_vs_steps.png")
+    return by_status
+
+
+def _markdown_frame(df: pd.DataFrame) -> str:
+    head = "| | " + " | ".join(df.columns) + " |"
+    rule = "|---" * (len(df.columns) + 1) + "|"
+    rows = [
+        "| " + str(i) + " | " + " | ".join(f"{v:.3g}" for v in r) + " |"
+        for i, r in zip(df.index, df.to_numpy())
+    ]
+    return "\n".join([head, rule, *rows]) + "\n"
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -25,6 +25,8 @@ def test_fit_mudata_writes_embeddings(tiny_mdata, tmp_path):
             "--save-model",
             str(tmp_path / "model"),
             "--no-progress",
+            "--refine-steps",
+            "3",
         ]
     )
     assert rc == 0
@@ -40,6 +42,8 @@ def test_fit_mudata_writes_embeddings(tiny_mdata, tmp_path):
         np.isnan(atac[status == "rna_only"]).all() and np.isfinite(atac[status != "rna_only"]).all()
     )
     assert (tmp_path / "model" / "model.pt").exists()
+    gain = result.obs["elbo_refined"] - result.obs["elbo_amortized"]
+    assert np.isfinite(gain).all() and (gain >= 0).all() and gain.mean() > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -90,7 +94,10 @@ def test_fit_errors_are_clean(tiny_mdata, tmp_path, capsys, args, message):
 
 def test_demo_end_to_end_small(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "2", "--n-cells", "900"]) == 0
+    assert (
+        main(["demo", "--out", str(out), "--epochs", "2", "--n-cells", "900", "--gap-cells", "5"])
+        == 0
+    )
     assert (out / "umap.png").stat().st_size > 10_000
     table = pd.read_csv(out / "metrics.csv").set_index("metric")["value"]
     for metric in (
@@ -100,3 +107,6 @@ def test_demo_end_to_end_small(tmp_path):
         "label transfer RNA-only -> ATAC-only",
     ):
         assert 0.0 <= table[metric] <= 1.0
+    gaps = pd.read_csv(out / "gaps.csv", index_col=0)
+    assert len(gaps) == 15 and set(gaps["modality"]) == {"paired", "rna_only", "atac_only"}
+    assert (out / "gap_vs_steps.png").exists() and (out / "gaps_by_cell_type.md").exists()

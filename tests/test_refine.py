@@ -31,18 +31,25 @@ def linear_gaussian():
     post_mean = x @ M.T
     post_scale = torch.sqrt(torch.diagonal(SIGMA**2 * torch.linalg.inv(A.T @ A + SIGMA**2 * eye)))
     cov_x = A @ A.T + SIGMA**2 * torch.eye(6, dtype=torch.float64)
-    log_px = torch.distributions.MultivariateNormal(torch.zeros(6, dtype=torch.float64),
-                                                    cov_x).log_prob(x)
+    log_px = torch.distributions.MultivariateNormal(
+        torch.zeros(6, dtype=torch.float64), cov_x
+    ).log_prob(x)
 
     def exact_elbo(loc, scale):  # closed form of E_q log p(x|z) - KL for this model
         r = x - loc @ A.T
         trace = (scale**2 * torch.diagonal(A.T @ A)).sum(-1)
-        ll = -0.5 * ((r**2).sum(-1) + trace) / SIGMA**2 - 6 * (math.log(SIGMA)
-                                                               + 0.5 * math.log(2 * math.pi))
+        ll = -0.5 * ((r**2).sum(-1) + trace) / SIGMA**2 - 6 * (
+            math.log(SIGMA) + 0.5 * math.log(2 * math.pi)
+        )
         return ll - kl_to_prior(loc, scale)
 
-    return dict(log_lik=log_lik, mean=post_mean, scale=post_scale.expand(40, 2), log_px=log_px,
-                exact_elbo=exact_elbo)
+    return dict(
+        log_lik=log_lik,
+        mean=post_mean,
+        scale=post_scale.expand(40, 2),
+        log_px=log_px,
+        exact_elbo=exact_elbo,
+    )
 
 
 def test_exact_elbo_formula_is_tight_at_the_true_posterior(linear_gaussian):
@@ -65,8 +72,15 @@ def test_refinement_reaches_log_px_and_the_ridge_mean(linear_gaussian):
     lg = linear_gaussian
     loc0 = torch.zeros(40, 2, dtype=torch.float64)
     scale0 = torch.ones(40, 2, dtype=torch.float64)
-    out = refine(lg["log_lik"], loc0, scale0, steps=3000, lr=0.01, n_samples=16,
-                 generator=torch.Generator().manual_seed(0))
+    out = refine(
+        lg["log_lik"],
+        loc0,
+        scale0,
+        steps=3000,
+        lr=0.01,
+        n_samples=16,
+        generator=torch.Generator().manual_seed(0),
+    )
     start_gap = lg["log_px"] - lg["exact_elbo"](loc0, scale0)
     gap = lg["log_px"] - lg["exact_elbo"](out.loc, out.scale)
     assert start_gap.min() > 0.5
@@ -78,8 +92,16 @@ def test_refinement_reaches_log_px_and_the_ridge_mean(linear_gaussian):
 def test_fixed_noise_refinement_is_monotone(linear_gaussian):
     lg = linear_gaussian
     loc0, scale0 = lg["mean"] + 0.3, lg["scale"] * 2.0
-    out = refine(lg["log_lik"], loc0, scale0, steps=50, lr=0.5, n_samples=32, fixed_noise=True,
-                 generator=torch.Generator().manual_seed(0))
+    out = refine(
+        lg["log_lik"],
+        loc0,
+        scale0,
+        steps=50,
+        lr=0.5,
+        n_samples=32,
+        fixed_noise=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     # lr 0.5 makes Adam overshoot on some cells; the best iterate is kept per cell.
     assert (out.elbo_after >= out.elbo_before).all()
     assert (out.elbo_after > out.elbo_before).float().mean() > 0.9
@@ -90,8 +112,15 @@ def test_fresh_noise_refinement_does_not_lower_the_elbo(linear_gaussian):
     lg = linear_gaussian
     # Start at the exact posterior: there is nothing to gain, and noisy steps must not
     # make any cell worse beyond Monte Carlo noise.
-    out = refine(lg["log_lik"], lg["mean"], lg["scale"], steps=30, lr=0.05, n_eval=16,
-                 generator=torch.Generator().manual_seed(0))
+    out = refine(
+        lg["log_lik"],
+        lg["mean"],
+        lg["scale"],
+        steps=30,
+        lr=0.05,
+        n_eval=16,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert (out.elbo_after >= out.elbo_before).all()
     loss = lg["log_px"] - lg["exact_elbo"](out.loc, out.scale)
     # The before/after comparison uses 16 common draws; its standard error per cell:
@@ -105,8 +134,18 @@ def test_fresh_noise_refinement_does_not_lower_the_elbo(linear_gaussian):
 def test_tolerance_stops_early_and_checkpoints_are_kept(linear_gaussian):
     lg = linear_gaussian
     loc0 = torch.zeros(40, 2, dtype=torch.float64)
-    out = refine(lg["log_lik"], loc0, torch.ones_like(loc0), steps=5000, lr=0.05, n_samples=8,
-                 tol=1e-6, fixed_noise=True, checkpoints=(5, 20, 4000), generator=torch.Generator().manual_seed(0))
+    out = refine(
+        lg["log_lik"],
+        loc0,
+        torch.ones_like(loc0),
+        steps=5000,
+        lr=0.05,
+        n_samples=8,
+        tol=1e-6,
+        fixed_noise=True,
+        checkpoints=(5, 20, 4000),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.steps < 5000
     assert set(out.checkpoints) == {5, 20, 4000}
     e5, e20 = (lg["exact_elbo"](*out.checkpoints[k]).mean() for k in (5, 20))
@@ -139,9 +178,15 @@ def test_bimodal_posterior_keeps_an_approximation_gap():
     grid = torch.linspace(-6, 6, 20001, dtype=torch.float64)[:, None, None]
     log_joint = log_lik(grid) - 0.5 * grid[..., 0] ** 2 - 0.5 * math.log(2 * math.pi)
     log_px = torch.logsumexp(log_joint, 0) + math.log(12 / 20000)  # quadrature
-    out = refine(log_lik, torch.full((3, 1), 0.5, dtype=torch.float64),
-                 torch.full((3, 1), 0.5, dtype=torch.float64), steps=2000, lr=0.02, n_samples=64,
-                 generator=g)
+    out = refine(
+        log_lik,
+        torch.full((3, 1), 0.5, dtype=torch.float64),
+        torch.full((3, 1), 0.5, dtype=torch.float64),
+        steps=2000,
+        lr=0.02,
+        n_samples=64,
+        generator=g,
+    )
     eps = torch.randn(20000, 3, 1, dtype=torch.float64, generator=g)
     gap = log_px - elbo(log_lik, out.loc, out.scale, eps)
     assert (gap > 0.4).all(), gap

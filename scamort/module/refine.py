@@ -25,14 +25,21 @@ def kl_to_prior(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return 0.5 * (loc**2 + scale**2 - 1.0 - 2.0 * torch.log(scale)).sum(-1)
 
 
-def elbo(log_lik: LogLik, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor
-         ) -> torch.Tensor:
+def elbo(
+    log_lik: LogLik, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """Reparameterised ELBO per cell with standard-normal draws ``eps`` (S, N, D) -> (N,)."""
     return log_lik(loc + scale * eps).mean(0) - kl_to_prior(loc, scale)
 
 
-def iwae(log_lik: LogLik, loc: torch.Tensor, scale: torch.Tensor, n_samples: int,
-         chunk: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+def iwae(
+    log_lik: LogLik,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    n_samples: int,
+    chunk: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per cell, proposal N(loc, scale^2).
 
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k)] - log K. A lower
@@ -116,13 +123,25 @@ def refine(
         if not fixed_noise:
             best_mu, best_ls = mu.detach(), log_sigma.detach()
         if taken in checkpoints:
-            saved[taken] = _final(log_lik, fixed_noise, measure, start, best, best_mu, best_ls,
-                                  mu, log_sigma, loc, scale)[:2]
+            saved[taken] = _final(
+                log_lik,
+                fixed_noise,
+                measure,
+                start,
+                best,
+                best_mu,
+                best_ls,
+                mu,
+                log_sigma,
+                loc,
+                scale,
+            )[:2]
         moved = max((mu - before[0]).abs().max().item(), (log_sigma - before[1]).abs().max().item())
         if tol is not None and moved < tol:
             break
-    out_loc, out_scale, after = _final(log_lik, fixed_noise, measure, start, best, best_mu,
-                                       best_ls, mu, log_sigma, loc, scale)
+    out_loc, out_scale, after = _final(
+        log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc, scale
+    )
     for c in checkpoints:  # stopped early: later checkpoints hold the final posterior
         saved.setdefault(c, (out_loc, out_scale))
     return Refined(out_loc, out_scale, start, after, taken, saved)
@@ -135,19 +154,22 @@ def _keep_better(value, best, best_mu, best_ls, mu, log_sigma) -> None:
 
 
 @torch.no_grad()
-def _final(log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc,
-           scale):
+def _final(log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc, scale):
     """(loc, scale, elbo) to report: the best iterate (fixed noise, after scoring the
     last one) or the last iterate, falling back per cell to the start if it measured worse."""
     if fixed_noise:
         best, best_mu, best_ls = best.clone(), best_mu.clone(), best_ls.clone()
-        _keep_better(elbo(log_lik, mu, log_sigma.exp(), measure), best, best_mu, best_ls, mu,
-                     log_sigma)
+        _keep_better(
+            elbo(log_lik, mu, log_sigma.exp(), measure), best, best_mu, best_ls, mu, log_sigma
+        )
         return best_mu, best_ls.exp(), best
     after = elbo(log_lik, mu, log_sigma.exp(), measure)
     worse = (after < start)[:, None]
-    return (torch.where(worse, loc, mu.detach()), torch.where(worse, scale, log_sigma.exp()),
-            torch.maximum(after, start))
+    return (
+        torch.where(worse, loc, mu.detach()),
+        torch.where(worse, scale, log_sigma.exp()),
+        torch.maximum(after, start),
+    )
 
 
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
