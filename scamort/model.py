@@ -158,6 +158,8 @@ class SCAMORT:
         kl_warmup_epochs: float | None = None,
         seed: int = 0,
         progress_bar: bool = True,
+        refine_steps: int = 0,
+        refine_lr: float = 0.05,
     ) -> SCAMORT:
         """Fit the model with Lightning (same code on CPU and GPU).
 
@@ -165,6 +167,9 @@ class SCAMORT:
         ``kl_warmup_epochs=None`` warms the KL weight up over the first quarter of the
         epochs. Early stopping watches the held-out ELBO (``elbo_validation``).
         Training is reproducible for a fixed ``seed`` on a given device.
+        ``refine_steps=K > 0`` trains semi-amortized (each step refines every cell's joint
+        posterior K steps; the decoders also learn from it and the encoders are pulled
+        toward it), at roughly K + 1 times the cost of a step.
         """
         n = self._cells.n_cells
         max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
@@ -179,7 +184,9 @@ class SCAMORT:
             make_loader(self._cells, np.sort(order[:n_val]), batch_size, False) if n_val else None
         )
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
-        plan = TrainingPlan(self.module, lr, weight_decay, warmup, len(train_loader))
+        plan = TrainingPlan(
+            self.module, lr, weight_decay, warmup, len(train_loader), refine_steps, refine_lr
+        )
         history = History()
         callbacks = [history]
         if early_stopping:

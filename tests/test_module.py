@@ -117,3 +117,19 @@ def test_kl_warmup_is_linear_and_capped():
     assert kl_weight(1, 5, 10, 4) == pytest.approx(1.5 / 4)
     assert kl_weight(10, 0, 10, 4) == 1.0
     assert kl_weight(0, 0, 10, 0) == 1.0
+
+
+def test_semi_amortized_training_loss():
+    """Refinement inside a training step leaves no gradient behind on the parameters;
+    the loss adds the refined ELBO and the pull toward it, and still trains every part."""
+    module = _module()
+    batch = _batch(MIXED)
+    torch.manual_seed(0)
+    plain = module.loss(batch, 1.0)
+    torch.manual_seed(0)
+    out = module.loss(batch, 1.0, refine_steps=3)
+    assert all(p.grad is None for p in module.parameters())
+    assert torch.isfinite(out.loss) and not torch.isclose(out.loss, plain.loss)
+    out.loss.backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name

@@ -116,8 +116,9 @@ def refine(
             with torch.no_grad():
                 _keep_better(value, best, best_mu, best_ls, mu, log_sigma)
         before = (mu.detach().clone(), log_sigma.detach().clone())
-        opt.zero_grad(set_to_none=True)
-        (-value.sum()).backward()
+        # autograd.grad, not backward(): gradients reach (mu, log_sigma) only, never the
+        # .grad of model parameters (refinement also runs inside a training step).
+        mu.grad, log_sigma.grad = torch.autograd.grad(-value.sum(), [mu, log_sigma])
         opt.step()
         taken += 1
         if not fixed_noise:

@@ -17,6 +17,7 @@ from torch.distributions import Distribution, Normal, kl_divergence
 
 from ..nn import DECODERS, GaussianEncoder, one_hot_covariates
 from .poe import product_of_experts
+from .refine import refine
 
 Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]
@@ -173,7 +174,27 @@ class MultiVAE(nn.Module):
             views.append((only, paired, self.config.single_view_weight))
         return views
 
-    def loss(self, batch: dict, kl_weight: float = 1.0) -> LossOutput:
+    def _refined_loss(self, experts, x, mask, cov, log_sizes, kl_weight, steps, lr):
+        q = product_of_experts(experts, mask)
+        sizes = {m: v.detach() for m, v in log_sizes.items()}
+
+        def log_lik(z):  # (1, N, D) -> (1, N)
+            return self.log_likelihood(z[0], x, mask, cov, sizes)[None]
+
+        r = refine(log_lik, q.loc.detach(), q.scale.detach(), steps, lr=lr, n_eval=1)
+        q_ref = Normal(r.loc, r.scale, validate_args=False)
+        rec = self.log_likelihood(q_ref.rsample(), x, mask, cov, sizes)
+        kl_ref = kl_divergence(q_ref, Normal(0.0, 1.0, validate_args=False)).sum(-1)
+        pull = kl_divergence(q_ref, q).sum(-1)  # refined params are constants here
+        return (-(rec - kl_weight * kl_ref) + pull).mean()
+
+    def loss(
+        self, batch: dict, kl_weight: float = 1.0, refine_steps: int = 0, refine_lr: float = 0.05
+    ) -> LossOutput:
+        """Negative weighted ELBOs per cell, averaged. ``refine_steps > 0`` adds the cheap
+        semi-amortized variant: the joint posterior is refined K steps with the decoders'
+        gradients cut, the decoders also learn from the refined posterior's ELBO, and the
+        encoders are pulled toward it by KL(stop-gradient refined || amortized)."""
         x, mask, cov = batch["x"], batch["mask"], batch["cov"]
         experts = self.experts(x, mask, cov)
         log_sizes = self.log_sizes(x, mask)
@@ -205,5 +226,9 @@ class MultiVAE(nn.Module):
         )
         n = mask.shape[0]
         loss = -(weight * (rec - kl_weight * kl)).sum() / n
+        if refine_steps > 0:
+            loss = loss + self._refined_loss(
+                experts, x, mask, cov, log_sizes, kl_weight, refine_steps, refine_lr
+            )
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])

@@ -26,15 +26,18 @@ class TrainingPlan(L.LightningModule):
         weight_decay: float,
         warmup_epochs: float,
         steps_per_epoch: int,
+        refine_steps: int = 0,
+        refine_lr: float = 0.05,
     ):
         super().__init__()
         self.module = module
+        self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_epochs, self.steps_per_epoch = warmup_epochs, steps_per_epoch
 
     def training_step(self, batch, batch_idx):
         w = kl_weight(self.current_epoch, batch_idx, self.steps_per_epoch, self.warmup_epochs)
-        out = self.module.loss(batch, w)
+        out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
         n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("elbo_train", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
