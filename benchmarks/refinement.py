@@ -90,8 +90,7 @@ def train_time_refinement(parts, epochs, seed, n_cells=3000, k=3):
         t = time.perf_counter()
         model.train(max_epochs=epochs, seed=seed, progress_bar=False, refine_steps=steps)
         seconds = time.perf_counter() - t
-        _, held = gap_block(model, test, 200, seed)
-        gaps, _ = gap_block(model, test, 200, seed)
+        gaps, held = gap_block(model, test, 200, seed)
         out[f"train_refine_steps={steps}"] = {
             "train_seconds": seconds,
             "heldout_elbo_amortized": held["elbo_amortized"],

@@ -529,7 +529,7 @@ class SCAMORT:
         model.is_trained = config["is_trained"]
         hist = path / "history.csv"
         model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
-        _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
+        _remember(data, spec, cells)
         return model
 
     def __repr__(self) -> str:
@@ -546,8 +546,15 @@ class SCAMORT:
 
 def _register(data, mods, batch_key, covariate_keys) -> DataSpec:
     spec, cells = register(data, mods, batch_key, tuple(covariate_keys or ()))
-    _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
+    _remember(data, spec, cells)
     return spec
+
+
+def _remember(data, spec: DataSpec, cells: CellData) -> None:
+    # The entry (and its aligned copy of the counts) goes when the user's object goes.
+    if id(data) not in _REGISTRY:
+        weakref.finalize(data, _REGISTRY.pop, id(data), None)
+    _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
 
 
 def _registered(data) -> tuple[DataSpec, CellData]:

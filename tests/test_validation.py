@@ -166,3 +166,17 @@ def test_sparse_formats_are_accepted(tiny_mdata):
     tiny_mdata.mod["atac"].X = sp.csc_matrix(tiny_mdata["atac"].X)
     spec = _setup(tiny_mdata)
     assert spec.features[1][0] == "peak_0"
+
+
+def test_registration_is_dropped_with_the_object():
+    import gc
+
+    from scamort.model import _REGISTRY
+
+    mdata = scamort.datasets.simulate_multiome(n_cells=100, n_genes=20, n_peaks=40, seed=2)
+    _setup(mdata)
+    key = id(mdata)
+    assert key in _REGISTRY
+    del mdata
+    gc.collect()
+    assert key not in _REGISTRY
