@@ -13,16 +13,16 @@ from .gaps import plot_gap_curve, summarize_gaps
 from .model import SCAMORT
 
 
-def integration_metrics(model: SCAMORT, mdata, label_key: str = "cell_type",
-                        refine_steps: int = 0) -> dict:
+def integration_metrics(
+    model: SCAMORT, mdata, label_key: str = "cell_type", refine_steps: int = 0
+) -> dict:
     """ARI / NMI (best over a Leiden sweep), FOSCTTM and RNA-only -> ATAC-only transfer,
     on amortized latents or on latents refined ``refine_steps`` steps."""
     status = mdata.obs["modality"].to_numpy()
     labels = mdata.obs[label_key].to_numpy()
 
     def latent(modality="joint"):
-        return model.get_latent_representation(mdata, modality=modality,
-                                               refine_steps=refine_steps)
+        return model.get_latent_representation(mdata, modality=modality, refine_steps=refine_steps)
 
     z = latent()
     out = {}

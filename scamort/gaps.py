@@ -25,18 +25,23 @@ def fraction_closed(gaps: pd.DataFrame) -> pd.Series:
     return pd.Series({k: g / total if total > 0 else np.nan for k, g in gained.items()})
 
 
+def _parts(gaps: pd.DataFrame, groups) -> dict[str, pd.DataFrame]:
+    """``all`` cells, then one part per group (``groups`` aligned to ``gaps.index``)."""
+    parts = {"all": gaps}
+    if groups is not None:
+        groups = pd.Series(np.asarray(groups), index=gaps.index)
+        parts.update({str(g): gaps[groups == g] for g in pd.unique(groups)})
+    return parts
+
+
 def summarize_gaps(gaps: pd.DataFrame, groups: pd.Series | None = None) -> pd.DataFrame:
     """Mean gaps (nats per cell) and fraction of the amortization gap closed, per group.
 
     ``groups`` (aligned to ``gaps.index``), e.g. cell type or modality status; one row
     per group plus an ``all`` row.
     """
-    parts = {"all": gaps}
-    if groups is not None:
-        groups = pd.Series(np.asarray(groups), index=gaps.index)
-        parts.update({str(g): gaps[groups == g] for g in pd.unique(groups)})
     rows = {}
-    for name, part in parts.items():
+    for name, part in _parts(gaps, groups).items():
         row = {
             "cells": len(part),
             "amortization_gap": part["amortization_gap"].mean(),
@@ -56,11 +61,7 @@ def plot_gap_curve(gaps: pd.DataFrame, groups: pd.Series | None, path: str | Pat
 
     ks = refine_steps(gaps)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    parts = {"all": gaps}
-    if groups is not None:
-        groups = pd.Series(np.asarray(groups), index=gaps.index)
-        parts.update({str(g): gaps[groups == g] for g in pd.unique(groups)})
-    for name, part in parts.items():
+    for name, part in _parts(gaps, groups).items():
         remaining = [part["amortization_gap"].mean()]
         remaining += [(part["elbo_converged"] - part[f"elbo_refined_{k}"]).mean() for k in ks]
         ax.plot([0.5, *ks], remaining, marker="o", label=f"{name} ({len(part)} cells)")
