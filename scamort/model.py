@@ -239,13 +239,16 @@ class SCAMORT:
     def _posterior(self, batch: dict, modality: str) -> Normal:
         """q(z | the cell's modalities) for 'joint', or one expert with the prior."""
         experts = self.module.experts(batch["x"], batch["mask"], batch["cov"])
-        mask = batch["mask"]
-        if modality != "joint":
-            j = self.spec.modalities.index(modality)
-            keep = torch.zeros_like(mask)
-            keep[:, j] = 1.0
-            mask = mask * keep
-        return product_of_experts(experts, mask)
+        return product_of_experts(experts, self._view_mask(batch["mask"], modality))
+
+    def _view_mask(self, mask: torch.Tensor, modality: str) -> torch.Tensor:
+        """The modality mask restricted to ``modality`` ('joint': unchanged)."""
+        if modality == "joint":
+            return mask
+        keep = torch.arange(mask.shape[1], device=mask.device) == self.spec.modalities.index(
+            modality
+        )
+        return mask * keep
 
     def _check_modality(self, modality: str) -> None:
         check_option("modality", modality, {"joint", *self.spec.modalities})
@@ -358,17 +361,24 @@ class SCAMORT:
             with torch.no_grad():
                 q = self._posterior(batch, "joint")
             log_lik = self._log_lik(batch, "joint")
-            with _frozen(self.module), torch.enable_grad():
-                r = refine(
-                    log_lik, q.loc, q.scale, converge_steps, lr=lr, generator=gen, checkpoints=steps
-                )
-            with _frozen(self.module), torch.no_grad():
-                eps = torch.randn((n_eval, *q.loc.shape), generator=gen, device=q.loc.device)
-                cols = {"elbo_amortized": elbo(log_lik, q.loc, q.scale, eps)}
-                for k in steps:
-                    cols[f"elbo_refined_{k}"] = elbo(log_lik, *r.checkpoints[k], eps)
-                cols["elbo_converged"] = elbo(log_lik, r.loc, r.scale, eps)
-                cols["log_px_iwae"] = iwae(log_lik, r.loc, r.scale, iw_samples, generator=gen)
+            with _frozen(self.module):
+                with torch.enable_grad():
+                    r = refine(
+                        log_lik,
+                        q.loc,
+                        q.scale,
+                        converge_steps,
+                        lr=lr,
+                        generator=gen,
+                        checkpoints=steps,
+                    )
+                with torch.no_grad():
+                    eps = torch.randn((n_eval, *q.loc.shape), generator=gen, device=q.loc.device)
+                    cols = {"elbo_amortized": elbo(log_lik, q.loc, q.scale, eps)}
+                    for k in steps:
+                        cols[f"elbo_refined_{k}"] = elbo(log_lik, *r.checkpoints[k], eps)
+                    cols["elbo_converged"] = elbo(log_lik, r.loc, r.scale, eps)
+                    cols["log_px_iwae"] = iwae(log_lik, r.loc, r.scale, iw_samples, generator=gen)
             rows.append(pd.DataFrame({k: v.cpu().numpy() for k, v in cols.items()}))
         out = pd.concat(rows, ignore_index=True)
         out.index = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
@@ -378,12 +388,8 @@ class SCAMORT:
 
     def _log_lik(self, batch: dict, modality: str) -> LogLik:
         """log p(x_n | z) for z of shape (S, N, D), over the modalities the posterior uses."""
-        x, mask, cov = batch["x"], batch["mask"], batch["cov"]
-        if modality != "joint":
-            mask = mask * (
-                torch.arange(mask.shape[1], device=mask.device)
-                == self.spec.modalities.index(modality)
-            )
+        x, cov = batch["x"], batch["cov"]
+        mask = self._view_mask(batch["mask"], modality)
         with torch.no_grad():
             log_sizes = self.module.log_sizes(x, batch["mask"])
 
