@@ -36,8 +36,12 @@ def main():
             model = scamort.SCAMORT(mdata, atac_likelihood=likelihood, seed=seed)
             t = time.perf_counter()
             model.train(max_epochs=args.epochs, seed=seed, progress_bar=False)
-            row = {"likelihood": likelihood, "seed": seed,
-                   "train_seconds": time.perf_counter() - t, **integration_metrics(model, mdata)}
+            row = {
+                "likelihood": likelihood,
+                "seed": seed,
+                "train_seconds": time.perf_counter() - t,
+                **integration_metrics(model, mdata),
+            }
             print(row, flush=True)
             rows.append(row)
     Path(args.out).write_text(json.dumps(rows, indent=1))

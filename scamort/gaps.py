@@ -52,15 +52,19 @@ def summarize_gaps(gaps: pd.DataFrame, groups: pd.Series | None = None) -> pd.Da
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def plot_gap_curve(gaps: pd.DataFrame, groups: pd.Series | None, path: str | Path) -> None:
-    """Remaining amortization gap (nats per cell) against refinement steps, per group."""
-    import matplotlib
+def plot_gap_curve(
+    gaps: pd.DataFrame, groups: pd.Series | None = None, path: str | Path | None = None
+):
+    """Remaining amortization gap (nats per cell) against refinement steps, per group.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns the matplotlib ``Figure`` (shown inline in notebooks); also saved to ``path``
+    when one is given. No pyplot state is touched.
+    """
+    from matplotlib.figure import Figure
 
     ks = refine_steps(gaps)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot()
     for name, part in _parts(gaps, groups).items():
         remaining = [part["amortization_gap"].mean()]
         remaining += [(part["elbo_converged"] - part[f"elbo_refined_{k}"]).mean() for k in ks]
@@ -71,5 +75,6 @@ def plot_gap_curve(gaps: pd.DataFrame, groups: pd.Series | None, path: str | Pat
     ax.set_ylabel("remaining amortization gap (nats)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

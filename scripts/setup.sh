@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if absent) and install scamort with its test tools into it.
+# Create .venv (if absent) and install scamort with its test and docs tools into it.
 # torch goes first: the CPU build 2.13.0 when no torch is installed yet. For a CUDA
 # build, install it into .venv before running this script; it is then kept as is.
 set -euo pipefail
@@ -11,4 +11,4 @@ command -v "$PY" >/dev/null || PY=python3
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,docs]"

@@ -1,0 +1,429 @@
+"""scamort against scvi-tools MULTIVI (and scVI / PeakVI) on the same data, same epochs.
+
+    python benchmarks/quality.py --datasets snare_thirds snare_paired sim10k \
+        --seeds 0 1 2 --epochs 20
+
+Each (dataset, method, seed) fit runs in a fresh process, so its train time and peak
+memory (the process's maximum RSS: data, model and scoring) are its own. Rows are
+appended to ``--out`` (JSON lines) as they finish and finished jobs are skipped when the
+command is run again, so an interrupted run picks up where it stopped. ``--report``
+turns the rows into the markdown tables between the markers of ``docs/benchmarks.md``.
+
+Data sets (every model sees exactly the same cells, features and counts):
+- ``snare_thirds``: SNARE-seq mouse cortex, cells split at random into thirds: paired,
+  RNA-only (ATAC hidden), ATAC-only (RNA hidden), as in the MULTIVI tutorial.
+- ``snare_paired``: the same cells, all paired.
+- ``sim10k``: ``scamort.datasets.simulate_multiome`` at 10,000 cells (2,000 genes x
+  10,000 peaks, 10 types, 2 batches), split into thirds the same way.
+
+Measures (scib-metrics for silhouette, iLISI and graph connectivity; the rest scamort):
+Leiden ARI / NMI best over a resolution sweep; cell-type silhouette (scaled to [0, 1]);
+iLISI over the batch key and over modality status, graph connectivity; FOSCTTM of paired
+cells embedded from RNA alone and from ATAC alone; label transfer RNA-only -> ATAC-only
+(15-NN); imputation: per-feature Pearson correlation, across the cells whose modality was
+hidden, between the prediction from the other modality and the hidden counts
+(log-normalised RNA; binarised ATAC vs predicted accessibility).
+scVI and PeakVI see only the cells that have their modality; they are scored on those
+cells, next to scamort's joint latent restricted to the same cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("scamort", "multivi", "scvi", "peakvi")
+DATASETS = ("snare_thirds", "snare_paired", "sim10k")
+MARK = "<!-- quality:{} -->"
+
+
+# --------------------------------------------------------------------------- data
+def load(dataset: str, seed: int):
+    """(full paired MuData with every count, the split MuData the models see, label key)."""
+    import scamort
+
+    if dataset.startswith("snare"):
+        full = scamort.datasets.snareseq_mouse_cortex()
+    elif dataset == "sim10k":
+        full = scamort.datasets.simulate_multiome(
+            n_cells=10_000,
+            n_genes=2_000,
+            n_peaks=10_000,
+            n_cell_types=10,
+            frac_paired=1.0,
+            frac_rna_only=0.0,
+            seed=seed,
+        )
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    frac = (0.0, 0.0) if dataset == "snare_paired" else (1 / 3, 1 / 3)
+    split = scamort.datasets.unpair(full, *frac, seed=seed)
+    return full, split, "cell_type"
+
+
+# ------------------------------------------------------------------------ methods
+def fit_scamort(split, epochs: int, seed: int, **kw):
+    import scamort
+
+    scamort.SCAMORT.setup_mudata(split, batch_key="batch")
+    model = scamort.SCAMORT(split, seed=seed, **kw.get("model", {}))
+    t = time.perf_counter()
+    model.train(max_epochs=epochs, seed=seed, progress_bar=False, **kw.get("train", {}))
+    train_s = time.perf_counter() - t
+    status = split.obs["modality"].to_numpy()
+    out = {
+        "train_s": train_s,
+        "joint": model.get_latent_representation(),
+        "rna": model.get_latent_representation(modality="rna"),
+        "atac": model.get_latent_representation(modality="atac"),
+    }
+    if (status == "atac_only").any():
+        out["rna_from_atac"] = model.get_normalized_expression(
+            indices=np.flatnonzero(status == "atac_only")
+        ).to_numpy()
+    if (status == "rna_only").any():
+        out["atac_from_rna"] = model.get_accessibility_estimates(
+            indices=np.flatnonzero(status == "rna_only")
+        ).to_numpy()
+    return out
+
+
+def _padded_mudata(split):
+    """MULTIVI's input: both modalities over every cell, hidden profiles as zero rows
+    (MULTIVI tells a missing modality by an all-zero row)."""
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    mods = {}
+    for name in ("rna", "atac"):
+        mod = split[name]
+        pos = split.obs_names.get_indexer(mod.obs_names)
+        x = sp.csr_matrix(mod.X)
+        rows = sp.csr_matrix(
+            (np.ones(len(pos)), (pos, np.arange(len(pos)))), shape=(split.n_obs, len(pos))
+        )
+        mods[name] = ad.AnnData(
+            X=(rows @ x).tocsr().astype(np.float32),
+            obs=split.obs[[]].copy(),
+            var=mod.var[[]].copy(),
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = md.MuData(mods)
+    out.obs = split.obs.copy()
+    return out
+
+
+def fit_multivi(split, epochs: int, seed: int, **kw):
+    import scvi
+
+    scvi.settings.seed = seed
+    mdata = _padded_mudata(split)
+    covs = ["modality"] if split.obs["modality"].nunique() > 1 else None
+    scvi.model.MULTIVI.setup_mudata(
+        mdata,
+        batch_key="batch",
+        categorical_covariate_keys=covs,
+        modalities={"rna_layer": "rna", "atac_layer": "atac"},
+    )
+    model = scvi.model.MULTIVI(mdata)
+    t = time.perf_counter()
+    model.train(max_epochs=epochs, enable_progress_bar=False, **kw.get("train", {}))
+    train_s = time.perf_counter() - t
+    status = split.obs["modality"].to_numpy()
+    out = {
+        "train_s": train_s,
+        "joint": model.get_latent_representation(),
+        "rna": model.get_latent_representation(modality="expression"),
+        "atac": model.get_latent_representation(modality="accessibility"),
+    }
+    if (status == "atac_only").any():
+        out["rna_from_atac"] = np.asarray(
+            model.get_normalized_expression(indices=np.flatnonzero(status == "atac_only"))
+        )
+    if (status == "rna_only").any():
+        out["atac_from_rna"] = np.asarray(
+            model.get_normalized_accessibility(indices=np.flatnonzero(status == "rna_only"))
+        )
+    return out
+
+
+def fit_single(split, epochs: int, seed: int, which: str, **kw):
+    """scVI on the cells with RNA, or PeakVI on the cells with ATAC."""
+    import scvi
+
+    scvi.settings.seed = seed
+    adata = split["rna" if which == "scvi" else "atac"].copy()
+    adata.obs = split.obs.loc[adata.obs_names].copy()
+    cls = scvi.model.SCVI if which == "scvi" else scvi.model.PEAKVI
+    cls.setup_anndata(adata, batch_key="batch")
+    model = cls(adata)
+    t = time.perf_counter()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    return {
+        "train_s": time.perf_counter() - t,
+        "cells": split.obs_names.get_indexer(adata.obs_names),
+        "joint": model.get_latent_representation(),
+    }
+
+
+# ------------------------------------------------------------------------ scoring
+def _neighbors(x: np.ndarray, k: int = 90):
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    d, i = NearestNeighbors(n_neighbors=min(k, len(x) - 1)).fit(x).kneighbors(x)
+    return NeighborsResults(indices=i, distances=d)
+
+
+def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
+    import scib_metrics
+
+    from scamort import metrics
+
+    labels = obs[label_key].astype(str).to_numpy()
+    sweep = metrics.leiden_sweep(z, labels, seed=seed)
+    nn = _neighbors(z)
+    out = {
+        "ARI": sweep["ari"],
+        "NMI": sweep["nmi"],
+        "silhouette": float(scib_metrics.silhouette_label(z, labels)),
+        "graph connectivity": float(scib_metrics.graph_connectivity(nn, labels)),
+        "iLISI batch": float(scib_metrics.ilisi_knn(nn, obs["batch"].astype(str).to_numpy())),
+    }
+    if obs["modality"].nunique() > 1:
+        out["iLISI modality"] = float(
+            scib_metrics.ilisi_knn(nn, obs["modality"].astype(str).to_numpy())
+        )
+    return out
+
+
+def _featurewise_pearson(pred: np.ndarray, obs: np.ndarray) -> float:
+    pred = pred - pred.mean(0)
+    obs = obs - obs.mean(0)
+    den = np.sqrt((pred**2).sum(0) * (obs**2).sum(0))
+    keep = den > 0
+    return float(((pred * obs).sum(0)[keep] / den[keep]).mean())
+
+
+def imputation_scores(out: dict, full, split) -> dict:
+    status = split.obs["modality"].to_numpy()
+    scores = {}
+    if "rna_from_atac" in out:
+        cells = split.obs_names[status == "atac_only"]
+        genes = split["rna"].var_names
+        x = full["rna"][cells, genes].X
+        x = np.asarray(x.todense() if hasattr(x, "todense") else x, dtype=np.float64)
+        obs_ = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
+        pred = out["rna_from_atac"]
+        pred = np.log1p(1e4 * pred / pred.sum(1, keepdims=True))
+        scores["imputation RNA (r)"] = _featurewise_pearson(pred, obs_)
+    if "atac_from_rna" in out:
+        cells = split.obs_names[status == "rna_only"]
+        x = full["atac"][cells, split["atac"].var_names].X
+        obs_ = (np.asarray(x.todense() if hasattr(x, "todense") else x) > 0).astype(np.float32)
+        scores["imputation ATAC (r)"] = _featurewise_pearson(
+            out["atac_from_rna"].astype(np.float32), obs_
+        )
+    return scores
+
+
+def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) -> dict:
+    """One fit and its scores, in its own process."""
+    import torch
+
+    from scamort import metrics
+
+    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
+    warnings.filterwarnings("ignore")
+    full, split, label_key = load(dataset, seed)
+    if method == "scamort":
+        out = fit_scamort(split, epochs, seed, **options)
+    elif method == "multivi":
+        out = fit_multivi(split, epochs, seed, **options)
+    else:
+        out = fit_single(split, epochs, seed, method)
+    row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
+    row["options"] = options
+    row["train time (s)"] = out["train_s"]
+    row["peak RSS (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    obs = split.obs
+    if method in ("scvi", "peakvi"):
+        row.update(cluster_scores(out["joint"], obs.iloc[out["cells"]], label_key, seed))
+        return row
+    row.update(cluster_scores(out["joint"], obs, label_key, seed))
+    status = obs["modality"].to_numpy()
+    paired = status == "paired"
+    row["FOSCTTM"] = metrics.foscttm(out["rna"][paired], out["atac"][paired])
+    ref, query = status == "rna_only", status == "atac_only"
+    if ref.any() and query.any():
+        labels = obs[label_key].astype(str).to_numpy()
+        row["label transfer"] = metrics.label_transfer_accuracy(
+            out["joint"][ref], labels[ref], out["joint"][query], labels[query]
+        )
+    row.update(imputation_scores(out, full, split))
+    # the joint latent on the cells each single-modality baseline sees
+    for name, keep in (("rna cells", status != "atac_only"), ("atac cells", status != "rna_only")):
+        if not keep.all():
+            sub = cluster_scores(out["joint"][keep], obs[keep], label_key, seed)
+            row.update({f"{k} [{name}]": v for k, v in sub.items()})
+    return row
+
+
+# ------------------------------------------------------------------------- report
+LOWER = {"FOSCTTM", "train time (s)", "peak RSS (GB)"}
+MAIN = [
+    "ARI",
+    "NMI",
+    "silhouette",
+    "graph connectivity",
+    "iLISI batch",
+    "iLISI modality",
+    "FOSCTTM",
+    "label transfer",
+    "imputation RNA (r)",
+    "imputation ATAC (r)",
+    "train time (s)",
+    "peak RSS (GB)",
+]
+
+
+def _fmt(values) -> str:
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0 or np.isnan(v).all():
+        return "–"
+    digits = 1 if np.nanmean(np.abs(v)) >= 10 else 3
+    return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.{digits}f}"
+
+
+def report(rows: list[dict], tag: str = "default") -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(
+        [
+            r
+            for r in rows
+            if r.get("tag", "default") == tag
+            or (r["method"] != "scamort" and r.get("tag", "default") == "default")
+        ]
+    )
+    parts = []
+    for dataset in [d for d in DATASETS if d in set(df["dataset"])]:
+        d = df[df["dataset"] == dataset]
+        seeds = sorted(set(d["seed"]))
+        epochs = sorted(set(d["epochs"]))
+        parts.append(
+            f"#### {dataset} ({len(d['dataset']) and len(seeds)} seeds: {seeds}; "
+            f"{', '.join(map(str, epochs))} epochs)\n"
+        )
+        joint = [m for m in ("scamort", "multivi") if m in set(d["method"])]
+        measures = [m for m in MAIN if m in d.columns and d[m].notna().any()]
+        parts.append(_table(d, joint, measures))
+        singles = [m for m in ("scvi", "peakvi") if m in set(d["method"])]
+        for single, cells in (("scvi", "rna cells"), ("peakvi", "atac cells")):
+            if single not in singles:
+                continue
+            keys = ["ARI", "NMI", "silhouette", "graph connectivity", "iLISI batch"]
+            t = {single: d[d["method"] == single]}
+            for m in joint:
+                s = d[d["method"] == m]
+                t[f"{m} joint"] = s.rename(columns={f"{k} [{cells}]": k for k in keys})[
+                    [k for k in keys if f"{k} [{cells}]" in s.columns]
+                ]
+            parts.append(f"\nOn the {cells} only ({single} sees nothing else):\n")
+            parts.append(_table_frames(t, keys))
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _table(d, methods, measures) -> str:
+    return _table_frames({m: d[d["method"] == m] for m in methods}, measures)
+
+
+def _table_frames(frames: dict, measures) -> str:
+    names = list(frames)
+    lines = ["| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in measures:
+        cells = []
+        means = {}
+        for n in names:
+            f = frames[n]
+            v = f[key].dropna().to_numpy() if key in f.columns else []
+            cells.append(_fmt(v))
+            means[n] = np.mean(v) if len(v) else np.nan
+        if len(names) > 1 and not np.isnan(list(means.values())).any():
+            best = (min if key in LOWER else max)(means, key=means.get)
+            cells = [f"**{c}**" if n == best else c for n, c in zip(names, cells)]
+        arrow = "↓" if key in LOWER else "↑"
+        lines.append(f"| {key} {arrow} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows, doc: Path, tag: str, command: str) -> None:
+    text = doc.read_text() if doc.exists() else ""
+    start, end = MARK.format(f"{tag}:start"), MARK.format(f"{tag}:end")
+    block = f"{start}\n\nCommand: `{command}`\n\n{report(rows, tag)}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--out", default="docs/quality.jsonl")
+    p.add_argument("--doc", default="docs/benchmarks.md")
+    p.add_argument("--tag", default="default", help="label of a variant (see --options)")
+    p.add_argument(
+        "--options",
+        default="{}",
+        help='JSON keyword arguments for scamort, e.g. \'{"model": {"n_latent": 10}}\'',
+    )
+    p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    if not args.report:
+        options = json.loads(args.options)
+        done = {(r["dataset"], r["method"], r["seed"], r["epochs"], r.get("tag")) for r in rows}
+        ctx = get_context("spawn")
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                for method in args.methods:
+                    if method != "scamort" and args.tag != "default":
+                        continue
+                    if (dataset, method, seed, args.epochs, args.tag) in done:
+                        continue
+                    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                        job = (dataset, method, seed, args.epochs, options)
+                        row = pool.submit(run_job, *job).result()
+                    row["tag"] = args.tag
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    with out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+    write_report(rows, Path(args.doc), args.tag, command)
+    print(report(rows, args.tag))
+
+
+if __name__ == "__main__":
+    main()
