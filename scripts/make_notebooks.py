@@ -10,8 +10,11 @@ from pathlib import Path
 import nbformat as nbf
 
 FAST = """import os
+import warnings
 
-# SCAMORT_TUTORIAL_FAST=1 (set by CI) runs on a subsample for a few epochs.
+warnings.filterwarnings("ignore", message="IProgress not found")  # no ipywidgets needed
+# SCAMORT_TUTORIAL_FAST=1 (set by CI) runs on a subsample for a few epochs: it checks
+# that every step works; its figures are not meant to be good. Unset, the full data.
 FAST = os.environ.get("SCAMORT_TUTORIAL_FAST") == "1"
 N_CELLS = 1500 if FAST else None   # None: all 10,309 cells
 EPOCHS = 4 if FAST else 40"""
@@ -210,6 +213,7 @@ import scanpy as sc
 
 import scamort
 
+md.set_options(pull_on_update=False)  # keep .obs columns in the modalities (mudata >= 0.4)
 full = scamort.datasets.snareseq_mouse_cortex()
 if N_CELLS:
     rng = np.random.default_rng(0)
@@ -264,14 +268,14 @@ mdata""",
     ),
     (
         "md",
-        """The library (`batch`) is the batch key; the dataset of origin is an extra
-categorical covariate, so the decoders can absorb differences between experiments.""",
+        """The library (`batch`) is the batch key. Libraries are nested in datasets, so
+it also absorbs differences between the three experiments. (A `dataset` column could be
+added with `categorical_covariate_keys=["dataset"]` when libraries are shared between
+experiments.)""",
     ),
     (
         "code",
-        """scamort.SCAMORT.setup_mudata(
-    mdata, batch_key="batch", categorical_covariate_keys=["dataset"]
-)
+        """scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
 model = scamort.SCAMORT(mdata, seed=0)
 model.train(max_epochs=EPOCHS, progress_bar=False, seed=0)
 model.history[["epoch", "elbo_train", "elbo_validation"]].tail(3)""",
@@ -312,8 +316,11 @@ ref = (obs["dataset"] == "paired").to_numpy()
         "md",
         """## Impute across datasets
 
-Expression for the ATAC-only dataset, accessibility for the RNA-only one, decoded in the
-paired experiment's first library (`transform_batch`), so all cells are on one footing.""",
+Expression for the ATAC-only dataset, decoded as if every cell came from the
+paired experiment's first library (`transform_batch`). This matters here: the RNA
+decoder has never seen an RNA profile from the ATAC-only libraries, so their batch
+effect on RNA is unknown, and decoding in a library that had RNA puts all cells on one
+footing.""",
     ),
     (
         "code",
