@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -248,10 +247,11 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
     warnings.filterwarnings("ignore")
     full, split, label_key = load(dataset, seed)
+    fit_options = {k: v for k, v in options.items() if k in ("model", "train")}
     if method == "scamort":
-        out = fit_scamort(split, epochs, seed, **options)
+        out = fit_scamort(split, epochs, seed, **fit_options)
     elif method == "multivi":
-        out = fit_multivi(split, epochs, seed, **options)
+        out = fit_multivi(split, epochs, seed, **fit_options)
     else:
         out = fit_single(split, epochs, seed, method)
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
@@ -275,7 +275,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     row.update(imputation_scores(out, full, split))
     # the joint latent on the cells each single-modality baseline sees
     for name, keep in (("rna cells", status != "atac_only"), ("atac cells", status != "rna_only")):
-        if not keep.all():
+        if options.get("score_subsets", True) and not keep.all():
             sub = cluster_scores(out["joint"][keep], obs[keep], label_key, seed)
             row.update({f"{k} [{name}]": v for k, v in sub.items()})
     return row
@@ -307,48 +307,45 @@ def _fmt(values) -> str:
     return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.{digits}f}"
 
 
-def report(rows: list[dict], tag: str = "default") -> str:
+def report(rows: list[dict]) -> str:
+    """One table per dataset: the joint models (a variant's ``--tag`` in brackets), then
+    scVI / PeakVI next to the joint latents restricted to their cells."""
     import pandas as pd
 
-    df = pd.DataFrame(
-        [
-            r
-            for r in rows
-            if r.get("tag", "default") == tag
-            or (r["method"] != "scamort" and r.get("tag", "default") == "default")
-        ]
-    )
+    df = pd.DataFrame(rows)
+    tag = df.get("tag", pd.Series("default", index=df.index)).fillna("default")
+    df["label"] = [m if t == "default" else f"{m} [{t}]" for m, t in zip(df["method"], tag)]
     parts = []
     for dataset in [d for d in DATASETS if d in set(df["dataset"])]:
         d = df[df["dataset"] == dataset]
-        seeds = sorted(set(d["seed"]))
-        epochs = sorted(set(d["epochs"]))
-        parts.append(
-            f"#### {dataset} ({len(d['dataset']) and len(seeds)} seeds: {seeds}; "
-            f"{', '.join(map(str, epochs))} epochs)\n"
+        order = d.assign(_o=d["method"].map(METHODS.index)).sort_values(["_o", "epochs"])
+        labels = list(dict.fromkeys(order["label"]))
+        joint = [x for x in labels if x.split(" ")[0] in ("scamort", "multivi")]
+        desc = ", ".join(
+            f"{x}: {d[d['label'] == x]['epochs'].iloc[0]} epochs, seeds "
+            f"{sorted(set(d[d['label'] == x]['seed']))}"
+            for x in labels
         )
-        joint = [m for m in ("scamort", "multivi") if m in set(d["method"])]
-        measures = [m for m in MAIN if m in d.columns and d[m].notna().any()]
-        parts.append(_table(d, joint, measures))
-        singles = [m for m in ("scvi", "peakvi") if m in set(d["method"])]
+        parts.append(f"### {dataset}\n\n{desc}\n")
+        measures = [
+            m for m in MAIN if m in d.columns and d[d["label"].isin(joint)][m].notna().any()
+        ]
+        parts.append(_table_frames({x: d[d["label"] == x] for x in joint}, measures))
+        keys = ["ARI", "NMI", "silhouette", "graph connectivity", "iLISI batch"]
         for single, cells in (("scvi", "rna cells"), ("peakvi", "atac cells")):
-            if single not in singles:
+            if single not in labels:
                 continue
-            keys = ["ARI", "NMI", "silhouette", "graph connectivity", "iLISI batch"]
-            t = {single: d[d["method"] == single]}
-            for m in joint:
-                s = d[d["method"] == m]
-                t[f"{m} joint"] = s.rename(columns={f"{k} [{cells}]": k for k in keys})[
-                    [k for k in keys if f"{k} [{cells}]" in s.columns]
-                ]
+            t = {single: d[d["label"] == single]}
+            for x in joint:
+                s = d[d["label"] == x]
+                have = [k for k in keys if f"{k} [{cells}]" in s.columns]
+                s = s.rename(columns={f"{k} [{cells}]": k for k in have})[have].dropna()
+                if len(s):
+                    t[f"{x} joint"] = s
             parts.append(f"\nOn the {cells} only ({single} sees nothing else):\n")
             parts.append(_table_frames(t, keys))
         parts.append("")
     return "\n".join(parts)
-
-
-def _table(d, methods, measures) -> str:
-    return _table_frames({m: d[d["method"] == m] for m in methods}, measures)
 
 
 def _table_frames(frames: dict, measures) -> str:
@@ -370,10 +367,11 @@ def _table_frames(frames: dict, measures) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows, doc: Path, tag: str, command: str) -> None:
+def write_report(rows, doc: Path) -> None:
+    """Replace the block between the quality markers of ``doc`` with the tables."""
     text = doc.read_text() if doc.exists() else ""
-    start, end = MARK.format(f"{tag}:start"), MARK.format(f"{tag}:end")
-    block = f"{start}\n\nCommand: `{command}`\n\n{report(rows, tag)}\n{end}"
+    start, end = MARK.format("start"), MARK.format("end")
+    block = f"{start}\n\n{report(rows)}\n{end}"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1]
@@ -395,13 +393,14 @@ def main(argv=None):
     p.add_argument(
         "--options",
         default="{}",
-        help='JSON keyword arguments for scamort, e.g. \'{"model": {"n_latent": 10}}\'',
+        help='JSON options: {"model": {...}, "train": {...}} keyword arguments of the '
+        'method; "score_subsets": false skips scoring the joint latents on the RNA / ATAC '
+        "cells alone (only needed next to scVI / PeakVI)",
     )
     p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     if not args.report:
         options = json.loads(args.options)
         done = {(r["dataset"], r["method"], r["seed"], r["epochs"], r.get("tag")) for r in rows}
@@ -409,7 +408,7 @@ def main(argv=None):
         for dataset in args.datasets:
             for seed in args.seeds:
                 for method in args.methods:
-                    if method != "scamort" and args.tag != "default":
+                    if method not in ("scamort", "multivi") and args.tag != "default":
                         continue
                     if (dataset, method, seed, args.epochs, args.tag) in done:
                         continue
@@ -421,8 +420,8 @@ def main(argv=None):
                     rows.append(row)
                     with out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-    write_report(rows, Path(args.doc), args.tag, command)
-    print(report(rows, args.tag))
+    write_report(rows, Path(args.doc))
+    print(report(rows))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ extensions = [
     "sphinx_copybutton",
 ]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "api/generated/*.rst~"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "generated"]
 myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
 myst_heading_anchors = 3
 
@@ -52,10 +52,8 @@ GENERATED = HERE / "generated"
 GENERATED.mkdir(exist_ok=True)
 parser = _parser()
 sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-blocks = ["```text", parser.format_help().rstrip(), "```"]
-for name, p in sub.choices.items():
-    blocks += ["", f"### `scamort {name}`", "", "```text", p.format_help().rstrip(), "```"]
-(GENERATED / "cli_help.md").write_text("\n".join(blocks) + "\n")
+for name, p in {"main": parser, **sub.choices}.items():
+    (GENERATED / f"cli_{name}.md").write_text(f"```text\n{p.format_help().rstrip()}\n```\n")
 
 autosummary_generate = True
 autodoc_member_order = "bysource"
