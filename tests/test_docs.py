@@ -25,10 +25,11 @@ def test_docs_build_and_tutorials_run(tmp_path):
     html = tmp_path / "html"
     for page in ("index", "install", "quickstart", "concepts", "cli", "benchmarks"):
         assert (html / f"{page}.html").exists(), page
-    # the tutorials ran: their pages hold the executed outputs (figures and tables)
+    # the tutorials ran: their pages hold executed outputs, among them figures
     for nb in ("quickstart", "integration"):
         text = (html / "tutorials" / f"{nb}.html").read_text()
-        assert "<img" in text and "label transfer" in text.lower(), nb
+        assert text.count('class="cell_output') >= 6, nb
+        assert "<img" in text, nb
     assert (html / "api" / "generated" / "scamort.SCAMORT.html").exists()
     cli = (html / "cli.html").read_text()
     assert "--refine-steps" in cli
