@@ -78,22 +78,29 @@ def fit_scamort(split, epochs: int, seed: int, **kw):
     model = scamort.SCAMORT(split, seed=seed, **kw.get("model", {}))
     t = time.perf_counter()
     model.train(max_epochs=epochs, seed=seed, progress_bar=False, **kw.get("train", {}))
-    train_s = time.perf_counter() - t
+    return _outputs(
+        split,
+        time.perf_counter() - t,
+        lambda modality="joint": model.get_latent_representation(modality=modality),
+        ("rna", "atac"),
+        lambda cells: model.get_normalized_expression(indices=cells),
+        lambda cells: model.get_accessibility_estimates(indices=cells),
+    )
+
+
+def _outputs(split, train_s, latent, modalities, impute_rna, impute_atac) -> dict:
+    """What is scored of a joint model: the joint and single-modality latents and, for
+    the cells whose other modality was hidden, its prediction (same calls for both
+    models; ``modalities`` are the model's names for the RNA-alone and ATAC-alone ones)."""
     status = split.obs["modality"].to_numpy()
-    out = {
-        "train_s": train_s,
-        "joint": model.get_latent_representation(),
-        "rna": model.get_latent_representation(modality="rna"),
-        "atac": model.get_latent_representation(modality="atac"),
-    }
-    if (status == "atac_only").any():
-        out["rna_from_atac"] = model.get_normalized_expression(
-            indices=np.flatnonzero(status == "atac_only")
-        ).to_numpy()
-    if (status == "rna_only").any():
-        out["atac_from_rna"] = model.get_accessibility_estimates(
-            indices=np.flatnonzero(status == "rna_only")
-        ).to_numpy()
+    out = {"train_s": train_s, "joint": latent()}
+    out["rna"], out["atac"] = (latent(m) for m in modalities)
+    for key, hidden, impute in (
+        ("rna_from_atac", "atac_only", impute_rna),
+        ("atac_from_rna", "rna_only", impute_atac),
+    ):
+        if (status == hidden).any():
+            out[key] = np.asarray(impute(np.flatnonzero(status == hidden)))
     return out
 
 
@@ -139,23 +146,14 @@ def fit_multivi(split, epochs: int, seed: int, **kw):
     model = scvi.model.MULTIVI(mdata)
     t = time.perf_counter()
     model.train(max_epochs=epochs, enable_progress_bar=False, **kw.get("train", {}))
-    train_s = time.perf_counter() - t
-    status = split.obs["modality"].to_numpy()
-    out = {
-        "train_s": train_s,
-        "joint": model.get_latent_representation(),
-        "rna": model.get_latent_representation(modality="expression"),
-        "atac": model.get_latent_representation(modality="accessibility"),
-    }
-    if (status == "atac_only").any():
-        out["rna_from_atac"] = np.asarray(
-            model.get_normalized_expression(indices=np.flatnonzero(status == "atac_only"))
-        )
-    if (status == "rna_only").any():
-        out["atac_from_rna"] = np.asarray(
-            model.get_normalized_accessibility(indices=np.flatnonzero(status == "rna_only"))
-        )
-    return out
+    return _outputs(
+        split,
+        time.perf_counter() - t,
+        lambda modality="joint": model.get_latent_representation(modality=modality),
+        ("expression", "accessibility"),
+        lambda cells: model.get_normalized_expression(indices=cells),
+        lambda cells: model.get_normalized_accessibility(indices=cells),
+    )
 
 
 def fit_single(split, epochs: int, seed: int, which: str, **kw):
@@ -216,22 +214,24 @@ def _featurewise_pearson(pred: np.ndarray, obs: np.ndarray) -> float:
     return float(((pred * obs).sum(0)[keep] / den[keep]).mean())
 
 
+def _hidden(full, split, modality: str, cells) -> np.ndarray:
+    """The hidden profiles of ``cells`` over the features the models saw, dense."""
+    x = full[modality][cells, split[modality].var_names].X
+    return np.asarray(x.todense() if hasattr(x, "todense") else x)
+
+
 def imputation_scores(out: dict, full, split) -> dict:
     status = split.obs["modality"].to_numpy()
     scores = {}
     if "rna_from_atac" in out:
-        cells = split.obs_names[status == "atac_only"]
-        genes = split["rna"].var_names
-        x = full["rna"][cells, genes].X
-        x = np.asarray(x.todense() if hasattr(x, "todense") else x, dtype=np.float64)
+        x = _hidden(full, split, "rna", split.obs_names[status == "atac_only"]).astype(np.float64)
         obs_ = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
         pred = out["rna_from_atac"]
         pred = np.log1p(1e4 * pred / pred.sum(1, keepdims=True))
         scores["imputation RNA (r)"] = _featurewise_pearson(pred, obs_)
     if "atac_from_rna" in out:
-        cells = split.obs_names[status == "rna_only"]
-        x = full["atac"][cells, split["atac"].var_names].X
-        obs_ = (np.asarray(x.todense() if hasattr(x, "todense") else x) > 0).astype(np.float32)
+        x = _hidden(full, split, "atac", split.obs_names[status == "rna_only"])
+        obs_ = (x > 0).astype(np.float32)
         scores["imputation ATAC (r)"] = _featurewise_pearson(
             out["atac_from_rna"].astype(np.float32), obs_
         )

@@ -24,7 +24,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
-    "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "sphinx_copybutton",
 ]
@@ -62,18 +61,6 @@ autodoc_typehints = "description"
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = True
-nitpicky = False
-
-intersphinx_mapping = {
-    "python": ("https://docs.python.org/3", None),
-    "numpy": ("https://numpy.org/doc/stable", None),
-    "anndata": ("https://anndata.readthedocs.io/en/stable", None),
-    "mudata": ("https://mudata.readthedocs.io/en/latest", None),
-}
-# No network at build time on CI machines: intersphinx is used only when its inventories
-# can be fetched; a failed fetch is not an error.
-if os.environ.get("SCAMORT_DOCS_OFFLINE", "1") == "1":
-    intersphinx_mapping = {}
 
 html_theme = "sphinx_book_theme"
 html_title = "scamort"
