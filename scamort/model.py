@@ -19,7 +19,15 @@ import torch
 from torch.distributions import Normal
 
 from . import __version__
-from .data import CellData, DataError, DataSpec, make_loader, register, to_cell_data
+from .data import (
+    CellData,
+    DataError,
+    DataSpec,
+    make_loader,
+    register,
+    resolve_placement,
+    to_cell_data,
+)
 from .data.setup import Data
 from .module import ModuleConfig, MultiVAE, elbo, iwae, product_of_experts, refine
 from .module.refine import LogLik
@@ -58,6 +66,10 @@ class SCAMORT:
         modality (the subset ELBO of the joint data). Off: it explains only its own.
     single_view_weight
         Weight of the single-modality ELBOs of paired cells relative to the joint ELBO.
+    single_views
+        ``"all"``: each paired cell's every single-modality ELBO, every step.
+        ``"sample"``: one of them per paired cell and step, drawn at random and weighted
+        so that the loss is unbiased; one decoding per paired cell fewer.
     seed
         Seed of the weight initialisation.
     """
@@ -75,6 +87,7 @@ class SCAMORT:
         encode_covariates: bool = False,
         cross_reconstruction: bool = True,
         single_view_weight: float = 1.0,
+        single_views: Literal["all", "sample"] = "all",
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -93,6 +106,7 @@ class SCAMORT:
             dispersion=dispersion,
             cross_reconstruction=cross_reconstruction,
             single_view_weight=single_view_weight,
+            single_views=single_views,
         )
         self._init(data, spec, cells, config, seed)
 
@@ -160,6 +174,9 @@ class SCAMORT:
         progress_bar: bool = True,
         refine_steps: int = 0,
         refine_lr: float = 0.05,
+        data_placement: Literal["auto", "device", "host"] = "auto",
+        precision: str = "32-true",
+        compile: bool = False,
     ) -> SCAMORT:
         """Fit the model with Lightning (same code on CPU and GPU).
 
@@ -179,13 +196,28 @@ class SCAMORT:
             raise ValueError("early_stopping needs validation cells: set validation_fraction > 0.")
         order = np.random.default_rng(seed).permutation(n)
         n_val = int(round(validation_fraction * n))
-        train_loader = make_loader(self._cells, np.sort(order[n_val:]), batch_size, True, seed)
+        store = self._cells.tensors
+        target = _target_device(accelerator, devices)
+        resident = resolve_placement(data_placement, target, store.nbytes)
+        pin = target.type == "cuda"
+        train_loader = make_loader(
+            store, np.sort(order[n_val:]), batch_size, True, seed, resident, pin
+        )
         val_loader = (
-            make_loader(self._cells, np.sort(order[:n_val]), batch_size, False) if n_val else None
+            make_loader(store, np.sort(order[:n_val]), batch_size, False, 0, resident, pin)
+            if n_val
+            else None
         )
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
         plan = TrainingPlan(
-            self.module, lr, weight_decay, warmup, len(train_loader), refine_steps, refine_lr
+            self.module,
+            lr,
+            weight_decay,
+            warmup,
+            len(train_loader),
+            refine_steps,
+            refine_lr,
+            store if resident else None,
         )
         history = History()
         callbacks = [history]
@@ -195,11 +227,15 @@ class SCAMORT:
                     "elbo_validation", patience=early_stopping_patience, mode="max"
                 )
             )
+        if compile:
+            for net in (*self.module.encoders.values(), *self.module.decoders.values()):
+                net.compile(dynamic=True)
         with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()):
             trainer = L.Trainer(
                 max_epochs=max_epochs,
                 accelerator=accelerator,
                 devices=devices,
+                precision=precision,
                 logger=False,
                 enable_checkpointing=False,
                 enable_progress_bar=progress_bar,
@@ -231,10 +267,15 @@ class SCAMORT:
         return to_cell_data(data, self.spec)
 
     def _batches(self, cells: CellData, indices, batch_size: int):
+        """Minibatches on the module's device, by the same paths as training."""
         idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
         self.module.eval()
-        for batch in make_loader(cells, idx, batch_size, shuffle=False):
-            yield _to(batch, self.device)
+        store = cells.tensors
+        if resolve_placement("auto", self.device, store.nbytes):
+            store = store.to(self.device)
+        for start in range(0, len(idx), batch_size):
+            block = torch.from_numpy(idx[start : start + batch_size])
+            yield _to(store.batch(block), self.device)
 
     def _posterior(self, batch: dict, modality: str) -> Normal:
         """q(z | the cell's modalities) for 'joint', or one expert with the prior."""
@@ -395,16 +436,9 @@ class SCAMORT:
 
         def log_lik(z: torch.Tensor) -> torch.Tensor:
             s, n, d = z.shape
-
-            def rep(v):
-                return v if s == 1 else v.repeat(s, *([1] * (v.dim() - 1)))
-
+            cells = torch.arange(n, device=z.device).repeat(s)  # row s * n + i is cell i
             ll = self.module.log_likelihood(
-                z.reshape(s * n, d),
-                {m: rep(v) for m, v in x.items()},
-                rep(mask),
-                rep(cov),
-                {m: rep(v) for m, v in log_sizes.items()},
+                z.reshape(s * n, d), x, mask[cells], cov, log_sizes, cells
             )
             return ll.reshape(s, n)
 
@@ -578,6 +612,15 @@ def _to(batch: dict, device: torch.device) -> dict:
         k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
         for k, v in batch.items()
     }
+
+
+def _target_device(accelerator: str, devices) -> torch.device:
+    """The device Lightning will train on (its first one), before the Trainer exists."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not gpu:
+        return torch.device("cpu")
+    first = devices[0] if isinstance(devices, (list, tuple)) else 0
+    return torch.device("cuda", first)
 
 
 def _nan_rows(v: torch.Tensor, keep: torch.Tensor) -> np.ndarray:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from scamort.module import ModuleConfig, MultiVAE
+from scamort.nn import SparseRows
 from scamort.train import kl_weight
 
 N, G, P = 12, 30, 50
@@ -23,7 +24,7 @@ def _module(**kw):
     return MultiVAE(cfg)
 
 
-def _batch(mask):
+def _dense_batch(mask):
     g = torch.Generator().manual_seed(1)
     x = {
         "rna": torch.poisson(torch.full((N, G), 2.0), generator=g),
@@ -31,6 +32,14 @@ def _batch(mask):
     }
     x["atac"][:, 0] = 1.0  # every cell has an open peak
     return {"x": x, "mask": mask, "cov": torch.randint(0, 3, (N, 1), generator=g)}
+
+
+def _sparse(batch):
+    return {**batch, "x": {m: SparseRows.from_dense(v) for m, v in batch["x"].items()}}
+
+
+def _batch(mask):
+    return _sparse(_dense_batch(mask))
 
 
 MIXED = torch.tensor([[1.0, 1.0]] * 4 + [[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
@@ -52,9 +61,10 @@ def test_absent_modality_counts_are_never_read():
     """Rows of absent modalities may hold anything (here NaN): the loss is unchanged."""
     module = _module()
     clean = _batch(MIXED)
-    dirty = _batch(MIXED)
+    dirty = _dense_batch(MIXED)
     dirty["x"]["atac"][4:8] = torch.nan  # RNA-only cells
     dirty["x"]["rna"][8:] = torch.nan  # ATAC-only cells
+    dirty = _sparse(dirty)
     torch.manual_seed(0)
     a = module.loss(clean)
     torch.manual_seed(0)
@@ -133,3 +143,54 @@ def test_semi_amortized_training_loss():
     out.loss.backward()
     for name, p in module.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_sampled_single_views_are_one_per_paired_cell_and_unbiased():
+    """Each paired cell gets exactly one single view, unpaired cells none, and the
+    expected weight of every (cell, view) pair equals its weight under "all"."""
+    module = _module(single_views="sample")
+    torch.manual_seed(0)
+    total = torch.zeros(2, N)
+    draws = 4000
+    for _ in range(draws):
+        _, *singles = module.views(MIXED)
+        uses = torch.stack([u for _, u, _ in singles])
+        assert uses[:, :4].sum(0).tolist() == [1] * 4 and not uses[:, 4:].any()
+        total += torch.stack([u * w for _, u, w in singles])
+    # Binomial(4000, 1/2) * 2 / 4000 has sd 0.016: 0.06 is ~4 sd.
+    torch.testing.assert_close(total[:, :4] / draws, torch.ones(2, 4), atol=0.06, rtol=0)
+    out = module.loss(_batch(MIXED))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+            ],
+        ),
+    ],
+)
+def test_bf16_autocast_matches_float32(device):
+    """bf16 autocast (precision="bf16-mixed") changes each cell's ELBO by < 1 %:
+    only the network matmuls run in bf16, the likelihoods stay in float32."""
+    module = _module().to(device).eval()
+    batch = _batch(MIXED)
+    batch = {
+        "x": {m: r.to(device) for m, r in batch["x"].items()},
+        "mask": batch["mask"].to(device),
+        "cov": batch["cov"].to(device),
+    }
+    torch.manual_seed(0)
+    ref = module.loss(batch).elbo
+    torch.manual_seed(0)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        got = module.loss(batch).elbo
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=0.01, atol=0.0)

@@ -1,14 +1,15 @@
 """The data layer: the only place that touches AnnData / MuData."""
 
-from .loaders import CellBatches, make_loader
+from .loaders import CellTensors, make_loader, resolve_placement
 from .setup import CellData, DataError, DataSpec, register, to_cell_data
 
 __all__ = [
-    "CellBatches",
     "CellData",
+    "CellTensors",
     "DataError",
     "DataSpec",
     "make_loader",
     "register",
+    "resolve_placement",
     "to_cell_data",
 ]

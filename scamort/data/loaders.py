@@ -1,42 +1,127 @@
-"""Minibatches of {counts per modality, masks, covariate codes} from :class:`CellData`."""
+"""Minibatches of {sparse counts per modality, masks, covariate codes}.
+
+Two data paths, one batch format:
+
+- **resident**: every count matrix (CSR), mask and covariate code is moved to the
+  training device once (:meth:`CellTensors.to`); the loader yields only index tensors
+  and the minibatch is gathered on the device (:meth:`CellTensors.batch`). On CPU this
+  is the only path (the "device" is the host).
+- **streamed**: the data stay in host memory; the loader gathers each minibatch on the
+  host, in pinned memory when the target is a GPU, and Lightning copies it over.
+
+Either way a minibatch is sliced with tensor operations over the CSR arrays (no Python
+loop over rows) and is never densified on the host.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from .setup import CellData
+from ..nn.sparse import SparseRows
+
+Placement = str  # "auto", "device" or "host"
 
 
-class CellBatches(Dataset):
-    """Indexed by an array of cell positions; returns one densified minibatch."""
+@dataclass
+class CellTensors:
+    """All cells as tensors: sparse counts per modality, (N, M) mask, (N, K) codes."""
 
-    def __init__(self, cells: CellData, indices: np.ndarray):
-        self.cells, self.indices = cells, np.asarray(indices)
+    x: dict[str, SparseRows]
+    mask: torch.Tensor  # float32
+    cov: torch.Tensor  # int64
+
+    @property
+    def n_cells(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask.device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self.x.values()) + sum(
+            t.element_size() * t.numel() for t in (self.mask, self.cov)
+        )
+
+    def to(self, device, non_blocking: bool = False) -> CellTensors:
+        if torch.device(device) == self.device:
+            return self
+        return CellTensors(
+            {m: r.to(device, non_blocking) for m, r in self.x.items()},
+            self.mask.to(device, non_blocking=non_blocking),
+            self.cov.to(device, non_blocking=non_blocking),
+        )
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        """The minibatch of cells ``idx``, gathered where the tensors live."""
+        idx = idx.to(self.device)
+        return {
+            "x": {m: r.rows(idx) for m, r in self.x.items()},
+            "mask": self.mask[idx],
+            "cov": self.cov[idx],
+        }
+
+
+class _Batches(Dataset):
+    """Indexed by lists of positions into ``indices``; yields an index tensor (resident)
+    or the gathered host minibatch (streamed)."""
+
+    def __init__(self, store: CellTensors, indices: np.ndarray, resident: bool):
+        self.store, self.indices, self.resident = store, np.asarray(indices), resident
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, batch: list[int]) -> dict:
-        idx = self.indices[np.asarray(batch)]
-        return {
-            "x": {m: torch.from_numpy(X[idx].toarray()) for m, X in self.cells.x.items()},
-            "mask": torch.from_numpy(self.cells.mask[idx].astype(np.float32)),
-            "cov": torch.from_numpy(self.cells.cov[idx]),
-        }
+    def __getitem__(self, batch: list[int]):
+        idx = torch.from_numpy(self.indices[np.asarray(batch)])
+        return idx if self.resident else self.store.batch(idx)
 
 
 def make_loader(
-    cells: CellData, indices: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0
+    store: CellTensors,
+    indices: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    resident: bool = True,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """One minibatch per step: the sampler yields index lists, the dataset slices CSR rows."""
-    ds = CellBatches(cells, indices)
+    """One minibatch per step over ``indices`` (see the module docstring for the paths)."""
+    ds = _Batches(store, indices, resident)
     base = (
         RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
         if shuffle
         else SequentialSampler(ds)
     )
     return DataLoader(
-        ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None, num_workers=0
+        ds,
+        sampler=BatchSampler(base, batch_size, drop_last=False),
+        batch_size=None,
+        num_workers=0,
+        pin_memory=pin_memory and not resident,
     )
+
+
+def resolve_placement(
+    placement: Placement, device: torch.device, nbytes: int, fraction: float = 0.5
+) -> bool:
+    """True when the data should live on ``device`` (the resident path).
+
+    ``"auto"``: always on CPU; on a GPU when the data take at most ``fraction`` of its
+    free memory (the rest is left for activations). ``"device"`` / ``"host"`` force it.
+    """
+    if placement not in ("auto", "device", "host"):
+        raise ValueError(f"data_placement={placement!r} is not valid; choose auto, device or host.")
+    if device.type == "cpu":
+        return True
+    if placement != "auto":
+        return placement == "device"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes <= fraction * free
+    return False

@@ -8,12 +8,16 @@ modality masks, covariate codes). Nothing is written into the user's object.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from anndata import AnnData
 from mudata import MuData
+
+from ..nn.sparse import SparseRows
 
 Data = AnnData | MuData
 KINDS = ("rna", "atac")
@@ -70,6 +74,17 @@ class CellData:
     @property
     def n_cells(self) -> int:
         return len(self.obs_names)
+
+    @cached_property
+    def tensors(self):
+        """The same cells as a :class:`~scamort.data.loaders.CellTensors` (shares memory)."""
+        from .loaders import CellTensors
+
+        return CellTensors(
+            {m: SparseRows.from_scipy(X) for m, X in self.x.items()},
+            torch.from_numpy(self.mask.astype(np.float32)),
+            torch.from_numpy(self.cov),
+        )
 
 
 # ---- reading the object ------------------------------------------------------------------
@@ -130,7 +145,10 @@ def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
     where = f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})"
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     _check_values(np.asarray(X.data), where)
-    return sp.csr_matrix(X, dtype=np.float32)
+    X = sp.csr_matrix(X, dtype=np.float32, copy=not X.has_canonical_format)
+    if not X.has_canonical_format:  # a private copy: duplicate entries summed, sorted
+        X.sum_duplicates()
+    return X
 
 
 def _check_values(v: np.ndarray, where: str) -> None:

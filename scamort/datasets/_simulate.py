@@ -50,28 +50,29 @@ def simulate_multiome(
             "frac_rna_only <= 1 (the rest is ATAC-only)."
         )
     rng = np.random.default_rng(seed)
-    cell_type = rng.integers(n_cell_types, size=n_cells)
-    batch = rng.integers(n_batches, size=n_cells)
     centres = rng.normal(0.0, 1.0, size=(n_cell_types, n_latent))
-    z = centres[cell_type] + rng.normal(0.0, 0.5, size=(n_cells, n_latent))
-
-    logits = _loadings(rng, z, n_genes, 0.5, 0.0, 1.0, batch, n_batches, batch_effect)
-    rho = np.exp(logits - logits.max(1, keepdims=True))
-    rho /= rho.sum(1, keepdims=True)
-    library = rng.lognormal(np.log(rna_library), 0.4, size=(n_cells, 1))
-    mean = library * rho
-    rna = rng.poisson(rng.gamma(5.0, mean / 5.0))
-
-    logits = _loadings(rng, z, n_peaks, 0.7, -5.0, 0.8, batch, n_batches, batch_effect)
-    cell_factor = rng.beta(5.0, 2.0, size=(n_cells, 1))
-    p = cell_factor / (1.0 + np.exp(-logits))
-    atac = (rng.random(p.shape) < p) * (1 + (rng.random(p.shape) < 0.05))
-
-    status = rng.choice(
-        ["paired", "rna_only", "atac_only"],
-        size=n_cells,
-        p=[frac_paired, frac_rna_only, 1 - frac_paired - frac_rna_only],
-    )
+    genes = _loadings(rng, n_latent, n_genes, 0.5, 0.0, 1.0, n_batches, batch_effect)
+    peaks = _loadings(rng, n_latent, n_peaks, 0.7, -5.0, 0.8, n_batches, batch_effect)
+    # Cells are drawn in blocks of _BLOCK with their own child generators, so memory stays
+    # at a block's dense arrays whatever n_cells is.
+    parts = [
+        _cells(
+            np.random.default_rng(child),
+            min(_BLOCK, n_cells - start),
+            centres,
+            genes,
+            peaks,
+            n_batches,
+            rna_library,
+            (frac_paired, frac_rna_only),
+        )
+        for start, child in zip(
+            range(0, n_cells, _BLOCK), np.random.SeedSequence(seed).spawn(-(-n_cells // _BLOCK))
+        )
+    ]
+    cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    rna = sp.vstack([p[4] for p in parts], format="csr")
+    atac = sp.vstack([p[5] for p in parts], format="csr")
     names = pd.Index([f"cell_{i}" for i in range(n_cells)])
     obs = pd.DataFrame(
         {
@@ -94,18 +95,51 @@ def simulate_multiome(
     return mdata
 
 
-def _loadings(rng, z, n_features, scale, offset, spread, batch, n_batches, batch_effect):
-    """(n_cells, n_features) logits: z @ W + per-feature offset + batch shift."""
-    weights = rng.normal(0.0, scale, size=(z.shape[1], n_features))
+_BLOCK = 4096
+
+
+def _loadings(rng, n_latent, n_features, scale, offset, spread, n_batches, batch_effect):
+    """(weights (D, F), per-feature offset (F,), per-batch shift (B, F))."""
+    weights = rng.normal(0.0, scale, size=(n_latent, n_features))
     base = rng.normal(offset, spread, size=n_features)
     shift = rng.normal(0.0, batch_effect, size=(n_batches, n_features))
-    return z @ weights + base + shift[batch]
+    return weights, base, shift
 
 
-def _anndata(counts: np.ndarray, obs: pd.DataFrame, var_names, rng) -> ad.AnnData:
-    counts = counts.astype(np.int32)
-    for row in np.flatnonzero(counts.sum(1) == 0):
+def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs):
+    """One block of n cells: types, batches, status, latent, RNA and ATAC (CSR int32)."""
+    cell_type = rng.integers(centres.shape[0], size=n)
+    batch = rng.integers(n_batches, size=n)
+    z = centres[cell_type] + rng.normal(0.0, 0.5, size=(n, centres.shape[1]))
+
+    weights, base, shift = genes
+    logits = z @ weights + base + shift[batch]
+    rho = np.exp(logits - logits.max(1, keepdims=True))
+    rho /= rho.sum(1, keepdims=True)
+    library = rng.lognormal(np.log(rna_library), 0.4, size=(n, 1))
+    rna = rng.poisson(rng.gamma(5.0, library * rho / 5.0)).astype(np.int32)
+
+    weights, base, shift = peaks
+    logits = z @ weights + base + shift[batch]
+    p = rng.beta(5.0, 2.0, size=(n, 1)) / (1.0 + np.exp(-logits))
+    atac = ((rng.random(p.shape) < p) * (1 + (rng.random(p.shape) < 0.05))).astype(np.int32)
+
+    status = rng.choice(["paired", "rna_only", "atac_only"], size=n, p=[*fracs, 1 - sum(fracs)])
+    return cell_type, batch, status, z, sp.csr_matrix(rna), sp.csr_matrix(atac)
+
+
+def _anndata(counts: sp.csr_matrix, obs: pd.DataFrame, var_names, rng) -> ad.AnnData:
+    counts = counts.tolil() if _has_empty(counts) else counts
+    for row in np.flatnonzero(np.asarray(counts.sum(1)).ravel() == 0):
         counts[row, rng.integers(counts.shape[1])] = 1
-    for col in np.flatnonzero(counts.sum(0) == 0):
+    for col in np.flatnonzero(np.asarray(counts.sum(0)).ravel() == 0):
         counts[rng.integers(counts.shape[0]), col] = 1
-    return ad.AnnData(sp.csr_matrix(counts), obs=obs.copy(), var=pd.DataFrame(index=var_names))
+    counts = sp.csr_matrix(counts, dtype=np.int32)
+    return ad.AnnData(counts, obs=obs.copy(), var=pd.DataFrame(index=var_names))
+
+
+def _has_empty(counts: sp.csr_matrix) -> bool:
+    return bool(
+        (np.diff(counts.indptr) == 0).any()
+        or (np.bincount(counts.indices, minlength=counts.shape[1]) == 0).any()
+    )

@@ -1,6 +1,6 @@
 """Count likelihoods: a pure log-prob function and a thin Distribution in each file."""
 
-from .bernoulli import PeakBernoulli, log1mexp, log_bernoulli
+from .bernoulli import PeakBernoulli, log1mexp, log_bernoulli, peak_bernoulli_log_lik
 from .negative_binomial import NegativeBinomial, ZeroInflatedNegativeBinomial, log_nb, log_zinb
 from .poisson import Poisson, log_poisson
 
@@ -14,4 +14,5 @@ __all__ = [
     "log_nb",
     "log_poisson",
     "log_zinb",
+    "peak_bernoulli_log_lik",
 ]

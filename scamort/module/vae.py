@@ -1,7 +1,7 @@
 """The torch module: one Gaussian expert per modality, their product, one decoder per modality.
 
 It knows nothing of AnnData. A minibatch is a dict:
-    x     {modality: (N, F_m) float counts}; rows of cells lacking m are never read
+    x     {modality: SparseRows, N rows x F_m counts}; rows of cells lacking m are never read
     mask  (N, M) float, 1 where cell n has modality m (the order of ``config.n_features``)
     cov   (N, K) int64 category codes; column 0 is the batch
 """
@@ -15,12 +15,13 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from ..nn import DECODERS, GaussianEncoder, one_hot_covariates
+from ..nn import DECODERS, GaussianEncoder, SparseRows, one_hot_covariates
 from .poe import product_of_experts
 from .refine import refine
 
 Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]
+SingleViews = Literal["all", "sample"]
 
 
 def check_option(name: str, value, valid) -> None:
@@ -44,12 +45,14 @@ class ModuleConfig:
     dispersion: Dispersion = "gene"
     cross_reconstruction: bool = True
     single_view_weight: float = 1.0
+    single_views: SingleViews = "all"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for m, lik in self.likelihoods.items():
             check_option(f"likelihood of {m!r}", lik, DECODERS)
         check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
+        check_option("single_views", self.single_views, {"all", "sample"})
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
@@ -104,7 +107,7 @@ class MultiVAE(nn.Module):
         return one_hot_covariates(cov, self.config.n_categories)
 
     def experts(
-        self, x: dict[str, torch.Tensor], mask: torch.Tensor, cov: torch.Tensor
+        self, x: dict[str, SparseRows], mask: torch.Tensor, cov: torch.Tensor
     ) -> list[Normal]:
         """One Normal per modality, shape (N, D). Rows of cells lacking m are N(0, 1)
         placeholders; the encoder never sees them and the product of experts drops them."""
@@ -117,14 +120,14 @@ class MultiVAE(nn.Module):
         out = []
         for j, m in enumerate(self.modalities):
             rows = mask[:, j].bool()
-            inp = self.decoders[m].encoder_input(x[m])
             if bool(rows.all()):
-                out.append(self.encoders[m](inp, cov_in))
+                out.append(self.encoders[m](self.decoders[m].encoder_input(x[m]), cov_in))
                 continue
             idx = rows.nonzero().squeeze(1)
-            q = self.encoders[m](inp[idx], cov_in[idx])
-            loc = x[m].new_zeros((n, d)).index_copy(0, idx, q.loc)
-            scale = x[m].new_ones((n, d)).index_copy(0, idx, q.scale)
+            inp = self.decoders[m].encoder_input(x[m].rows(idx))
+            q = self.encoders[m](inp, cov_in[idx])
+            loc = q.loc.new_zeros((n, d)).index_copy(0, idx, q.loc)
+            scale = q.scale.new_ones((n, d)).index_copy(0, idx, q.scale)
             out.append(Normal(loc, scale, validate_args=False))
         return out
 
@@ -133,13 +136,13 @@ class MultiVAE(nn.Module):
         return {"experts": experts, "qz": product_of_experts(experts, mask)}
 
     # ---- generative: p(x | z) --------------------------------------------------------
-    def log_sizes(self, x: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def log_sizes(self, x: dict[str, SparseRows], mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 1) size term per modality, read from the observed counts of present cells."""
         out = {}
         for j, m in enumerate(self.modalities):
             idx = mask[:, j].bool().nonzero().squeeze(1)
-            size = x[m].new_zeros((x[m].shape[0], 1))
-            out[m] = size.index_copy(0, idx, self.decoders[m].log_size(x[m][idx]))
+            size = mask.new_zeros((mask.shape[0], 1))
+            out[m] = size.index_copy(0, idx, self.decoders[m].log_size(x[m].rows(idx)))
         return out
 
     def generative(
@@ -150,28 +153,44 @@ class MultiVAE(nn.Module):
             log_size = z.new_zeros((z.shape[0], 1))
         return self.decoders[m](z, self.covariates(cov), log_size, cov[:, 0])
 
-    def log_likelihood(self, z, x, score_mask, cov, log_sizes) -> torch.Tensor:
-        """(N,) sum over scored modalities of log p(x_m | z); unscored ones add exactly 0."""
+    def log_likelihood(self, z, x, score_mask, cov, log_sizes, cells=None) -> torch.Tensor:
+        """(N,) sum over scored modalities of log p(x_m | z); unscored ones add exactly 0.
+
+        Row i of ``z`` / ``score_mask`` belongs to cell ``cells[i]`` of ``x``, ``cov`` and
+        ``log_sizes`` (``cells=None``: row i is cell i)."""
         total = z.new_zeros(z.shape[0])
         for j, m in enumerate(self.modalities):
             idx = score_mask[:, j].bool().nonzero().squeeze(1)
             if idx.numel() == 0:
                 continue
-            px = self.generative(z[idx], cov[idx], m, log_sizes[m][idx])
-            ll = px.log_prob(self.decoders[m].observed(x[m][idx])).sum(-1)
+            c = idx if cells is None else cells[idx]
+            ll = self.decoders[m].log_prob(
+                z[idx], self.covariates(cov[c]), log_sizes[m][c], cov[c, 0], x[m].rows(c)
+            )
             total = total.index_add(0, idx, ll)
         return total
 
     # ---- loss ------------------------------------------------------------------------
-    def views(self, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-        """(expert mask, cells using the view, weight) for the joint view and, for paired
-        cells, each single-modality view (that expert alone with the prior)."""
-        paired = mask.sum(1) > 1
-        views = [(mask, torch.ones_like(paired), 1.0)]
+    def views(self, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(expert mask, cells using the view, (N,) weights) for the joint view and, for
+        paired cells, the single-modality views (one expert alone with the prior).
+
+        ``single_views="all"``: every paired cell gets each of its single views.
+        ``"sample"``: every paired cell gets one of its single views, drawn uniformly,
+        weighted by its number of modalities: an unbiased estimate of the same sum, at
+        one decoding instead of one per modality."""
+        n_mods = mask.sum(1)
+        paired = n_mods > 1
+        views = [(mask, torch.ones_like(paired), torch.ones_like(n_mods))]
+        w = torch.full_like(n_mods, self.config.single_view_weight)
+        if self.config.single_views == "sample":
+            pick = torch.multinomial(mask + (~paired)[:, None].to(mask.dtype), 1)[:, 0]
+            w = w * n_mods
         for j in range(len(self.modalities)):
             only = torch.zeros_like(mask)
             only[:, j] = mask[:, j]
-            views.append((only, paired, self.config.single_view_weight))
+            use = paired if self.config.single_views == "all" else paired & (pick == j)
+            views.append((only, use, w))
         return views
 
     def _refined_loss(self, experts, x, mask, cov, log_sizes, kl_weight, steps, lr):
@@ -200,9 +219,9 @@ class MultiVAE(nn.Module):
         log_sizes = self.log_sizes(x, mask)
         prior = Normal(0.0, 1.0, validate_args=False)
         z, cells, scored, kl, weight = [], [], [], [], []
-        for view_mask, use, w in self.views(mask):
+        for k, (view_mask, use, w) in enumerate(self.views(mask)):
             idx = use.nonzero().squeeze(1)
-            if idx.numel() == 0 or w == 0:
+            if idx.numel() == 0 or (k > 0 and self.config.single_view_weight == 0):
                 continue
             q = product_of_experts(
                 [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
@@ -214,16 +233,10 @@ class MultiVAE(nn.Module):
             # Cross reconstruction: a single-modality posterior must explain every
             # modality the cell has, which ties the experts to one shared space.
             scored.append(mask[idx] if self.config.cross_reconstruction else view_mask[idx])
-            weight.append(torch.full_like(kl[-1], w))
+            weight.append(w[idx])
         z, cells, scored = torch.cat(z), torch.cat(cells), torch.cat(scored)
         kl, weight = torch.cat(kl), torch.cat(weight)
-        rec = self.log_likelihood(
-            z,
-            {m: v[cells] for m, v in x.items()},
-            scored,
-            cov[cells],
-            {m: v[cells] for m, v in log_sizes.items()},
-        )
+        rec = self.log_likelihood(z, x, scored, cov, log_sizes, cells)
         n = mask.shape[0]
         loss = -(weight * (rec - kl_weight * kl)).sum() / n
         if refine_steps > 0:

@@ -3,6 +3,7 @@
 from .decoders import DECODERS, BernoulliDecoder, NBDecoder, PoissonDecoder
 from .encoders import GaussianEncoder
 from .mlp import MLP, one_hot_covariates
+from .sparse import SparseRows
 
 __all__ = [
     "DECODERS",
@@ -11,5 +12,6 @@ __all__ = [
     "GaussianEncoder",
     "NBDecoder",
     "PoissonDecoder",
+    "SparseRows",
     "one_hot_covariates",
 ]

@@ -1,9 +1,11 @@
 """Decoders: each parameterises one modality's likelihood p(x_m | z, s).
 
-Every decoder has two parts:
+Every decoder has three parts:
 - ``log_size(x)``: the cell-specific size term read from the observed counts
   (log library size, or PeakVI's cell factor); 0 gives normalized values.
 - ``forward(z, cov, log_size, batch)``: the likelihood object for the counts.
+- ``log_prob(z, cov, log_size, batch, x)``: log p(x_n | z_n) per cell for a sparse block
+  of counts; the ATAC decoders read only its non-zero entries.
 Decoders are registered by likelihood name in ``DECODERS``.
 """
 
@@ -13,14 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..likelihoods import NegativeBinomial, PeakBernoulli, Poisson, ZeroInflatedNegativeBinomial
+from ..likelihoods import (
+    NegativeBinomial,
+    PeakBernoulli,
+    Poisson,
+    ZeroInflatedNegativeBinomial,
+    peak_bernoulli_log_lik,
+)
 from .mlp import MLP
+from .sparse import SparseRows
 
 
-def _log_library(x: torch.Tensor) -> torch.Tensor:
-    # (N, F) -> (N, 1); validation guarantees every present cell has a count somewhere,
+def _log_library(x: SparseRows) -> torch.Tensor:
+    # N rows -> (N, 1); validation guarantees every present cell has a count somewhere,
     # the clamp only protects rows of absent cells, which are never scored.
-    return torch.log(x.sum(dim=-1, keepdim=True).clamp(min=1.0))
+    return torch.log(x.row_sums().clamp(min=1.0))[:, None]
 
 
 class _Decoder(nn.Module):
@@ -29,13 +38,17 @@ class _Decoder(nn.Module):
         self.body = MLP(n_latent, n_cov, n_hidden, n_layers, dropout)
         self.out = nn.Linear(self.body.n_out, n_features)
 
-    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+    def encoder_input(self, x: SparseRows) -> SparseRows:
         # log1p only inside the encoder; the likelihood sees raw counts.
-        return torch.log1p(x)
+        return x.with_values(torch.log1p(x.val))
 
     def observed(self, x: torch.Tensor) -> torch.Tensor:
         """The values the likelihood scores (raw counts unless the likelihood binarizes)."""
         return x
+
+    def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
+        """(N,) log p(x_n | z_n); this default densifies the block (fine for genes)."""
+        return self(z, cov, log_size, batch).log_prob(self.observed(x.dense())).sum(-1)
 
 
 class NBDecoder(_Decoder):
@@ -79,20 +92,26 @@ class BernoulliDecoder(_Decoder):
         self.cell_factor_body = MLP(n_features, 0, n_hidden, 1, dropout, sparse_input=True)
         self.cell_factor = nn.Linear(n_hidden, 1)
 
-    def encoder_input(self, x):
-        return self.observed(x)
+    def encoder_input(self, x: SparseRows) -> SparseRows:
+        return x.with_values((x.val > 0).to(x.val.dtype))
 
     def observed(self, x):
         return (x > 0).to(x.dtype)
 
-    def log_size(self, x):
-        x = self.observed(x)
-        return F.logsigmoid(self.cell_factor(self.cell_factor_body(x, x[:, :0])))
+    def log_size(self, x: SparseRows) -> torch.Tensor:
+        return F.logsigmoid(self.cell_factor(self.cell_factor_body(self.encoder_input(x), None)))
 
     def forward(self, z, cov, log_size, batch):
         h = self.body(z, cov)
         log_p = F.logsigmoid(self.out(h)) + F.logsigmoid(self.region_logit) + log_size
         return PeakBernoulli(log_p)
+
+    def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
+        logits = self.out(self.body(z, cov))
+        open_w = (x.val > 0).to(logits.dtype)
+        return peak_bernoulli_log_lik(
+            logits, self.region_logit, log_size, x.row_ids(), x.col.long(), open_w
+        )
 
 
 class PoissonDecoder(_Decoder):
@@ -107,6 +126,14 @@ class PoissonDecoder(_Decoder):
     def forward(self, z, cov, log_size, batch):
         h = self.body(z, cov)
         return Poisson(F.log_softmax(self.out(h), dim=-1) + log_size)
+
+    def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
+        # sum_p rate_np = l_n exactly (softmax), so only the non-zero counts are read:
+        # sum_p [x log rate - rate - log x!] = sum_nz [x log rate - log x!] - l_n.
+        log_rate = F.log_softmax(self.out(self.body(z, cov)), dim=-1) + log_size
+        rid = x.row_ids()
+        terms = x.val * log_rate[rid, x.col.long()] - torch.lgamma(x.val + 1.0)
+        return log_rate.new_zeros(x.n_rows).index_add_(0, rid, terms) - log_size[:, 0].exp()
 
 
 DECODERS: dict[str, type[_Decoder]] = {

@@ -28,5 +28,7 @@ class GaussianEncoder(nn.Module):
     def forward(self, x: torch.Tensor, cov: torch.Tensor) -> Normal:
         h = self.body(x, cov)
         # softplus rather than exp: the scale grows linearly, not explosively, with the
-        # pre-activation, which keeps early training stable.
-        return Normal(self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE, validate_args=False)
+        # pre-activation, which keeps early training stable. float32 also under bf16
+        # autocast: the product of experts sums precisions.
+        loc, raw = self.loc(h).float(), self.raw_scale(h).float()
+        return Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False)

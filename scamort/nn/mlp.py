@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sparse import SparseRows
+
 
 def one_hot_covariates(codes: torch.Tensor, n_categories: tuple[int, ...]) -> torch.Tensor:
     """(N, K) integer codes -> (N, sum(n_categories)) float one-hot block."""
@@ -30,13 +32,15 @@ class CountsLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, n_in) dense with few non-zeros -> (N, n_out)
-        rows, cols = x.nonzero(as_tuple=True)
-        offsets = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        offsets[1:] = torch.bincount(rows, minlength=x.shape[0]).cumsum(0)[:-1]
+    def forward(self, x: SparseRows) -> torch.Tensor:
+        # x: N rows of n_in columns, sparse -> (N, n_out)
         out = F.embedding_bag(
-            cols, self.weight, offsets, mode="sum", per_sample_weights=x[rows, cols]
+            x.col.long(),
+            self.weight,
+            x.crow,
+            mode="sum",
+            per_sample_weights=x.val,
+            include_last_offset=True,
         )
         return out + self.bias
 
@@ -47,9 +51,9 @@ class MLP(nn.Module):
     The covariate one-hot enters every layer, as in scvi-tools'
     ``FCLayers(inject_covariates=True)``, so deep layers cannot forget the batch; a linear
     layer on ``[h, cov]`` is written as ``W_h h + W_c cov``. ``sparse_input`` computes the
-    first layer over the non-zero counts only. LayerNorm rather than BatchNorm: minibatches
-    mix paired and unpaired cells in varying proportions, and per-cell refinement must
-    not depend on batch statistics.
+    first layer over the non-zero counts of a :class:`SparseRows` block only. LayerNorm
+    rather than BatchNorm: minibatches mix paired and unpaired cells in varying
+    proportions, and per-cell refinement must not depend on batch statistics.
     """
 
     def __init__(
@@ -79,8 +83,8 @@ class MLP(nn.Module):
         )
         self.n_out = n_hidden
 
-    def forward(self, x: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-        # x: (N, n_in), cov: (N, n_cov) -> (N, n_hidden)
+    def forward(self, x: torch.Tensor | SparseRows, cov: torch.Tensor | None) -> torch.Tensor:
+        # x: (N, n_in) (SparseRows when sparse_input), cov: (N, n_cov) -> (N, n_hidden)
         for i, (linear, post) in enumerate(zip(self.linear, self.post)):
             h = linear(x)
             if self.cov:

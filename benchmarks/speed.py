@@ -1,0 +1,242 @@
+"""Training and refinement speed of scamort against scvi-tools MULTIVI, same data, same run.
+
+    python benchmarks/speed.py --datasets snare sim10k sim100k --epochs 3
+
+Data sets (RNA + ATAC, a third each paired / RNA-only / ATAC-only):
+- ``snare``: SNARE-seq mouse cortex (10,309 cells, 1,677 genes x 24,150 regions).
+- ``simN`` (``sim10k``, ``sim100k``, ``sim1m``, or any ``sim<cells>``):
+  ``scamort.datasets.simulate_multiome`` with 2,000 genes x 25,000 peaks, 10 types,
+  written once to ``--cache`` as .h5mu and read back by every job, so that no job pays
+  for (or counts the memory of) the simulation.
+
+Methods:
+- ``scamort``: defaults (batch 512).
+- ``multivi``: MULTIVI at its defaults (batch 128), the input zero-padded as it needs.
+- ``multivi_b512``: MULTIVI at scamort's batch size.
+
+Each (dataset, method) runs in a fresh process: read the data, set up, train
+``--epochs`` epochs; for scamort also refine 20 steps on ``--refine-cells`` cells. It
+reports training cells/s (cells x epochs / train wall time, Lightning start-up and
+validation included), refinement cells*steps/s (including the before/after ELBO
+measurement on 16 draws), the estimated time to a trained model at the method's default
+epoch count (seconds per epoch x default epochs; for MULTIVI 500 epochs with early
+stopping, so an upper bound for it), peak host RSS (the process's high-water mark, data
+included) and peak device memory. Rows are appended to ``--out`` (JSON lines) and
+``--report`` rewrites the speed tables of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MARK = "<!-- speed:{} -->"
+MULTIVI_DEFAULT_EPOCHS = 500
+
+
+def _n_cells(dataset: str) -> int:
+    m = re.fullmatch(r"sim(\d+)(k|m)?", dataset)
+    if not m:
+        raise ValueError(f"unknown dataset {dataset!r}: use snare or sim<cells>[k|m]")
+    return int(m.group(1)) * {None: 1, "k": 1_000, "m": 1_000_000}[m.group(2)]
+
+
+def data_path(dataset: str, cache: Path) -> Path:
+    """The dataset as .h5mu in ``cache``, written on first use."""
+    import scamort
+
+    path = cache / f"{dataset}.h5mu"
+    if path.exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset == "snare":
+            mdata = scamort.datasets.unpair(scamort.datasets.snareseq_mouse_cortex(), seed=0)
+        else:
+            mdata = scamort.datasets.simulate_multiome(
+                n_cells=_n_cells(dataset), n_genes=2_000, n_peaks=25_000, n_cell_types=10
+            )
+        tmp = path.with_suffix(".tmp.h5mu")
+        mdata.write(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def _read(path: Path):
+    import mudata as md
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return md.read_h5mu(path)
+
+
+def _device_peak_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def run_job(dataset: str, method: str, path: str, epochs: int, refine_cells: int) -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    warnings.filterwarnings("ignore")
+    t0 = time.perf_counter()
+    mdata = _read(Path(path))
+    row = {"dataset": dataset, "method": method, "epochs": epochs, "n_cells": mdata.n_obs}
+    row["read (s)"] = time.perf_counter() - t0
+    row["RSS after read (GB)"] = _rss_gb()
+    if method == "scamort":
+        row.update(_scamort(mdata, epochs, refine_cells))
+    else:
+        row.update(_multivi(mdata, epochs, 128 if method == "multivi" else 512))
+    row["cells/s"] = epochs * mdata.n_obs / row["train (s)"]
+    row["s/epoch"] = row["train (s)"] / epochs
+    row["time to trained model (s)"] = row["s/epoch"] * row["default epochs"]
+    row["peak RSS (GB)"] = _rss_gb()
+    row["peak device memory (GB)"] = _device_peak_gb()
+    row["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return row
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _scamort(mdata, epochs: int, refine_cells: int) -> dict:
+    import scamort
+
+    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+    model = scamort.SCAMORT(mdata)
+    t = time.perf_counter()
+    model.train(max_epochs=epochs, progress_bar=False)
+    out = {"train (s)": time.perf_counter() - t}
+    out["default epochs"] = int(np.clip(round(3e5 / mdata.n_obs), 20, 400))
+    cells = np.arange(min(refine_cells, mdata.n_obs))
+    steps = 20
+    t = time.perf_counter()
+    model.get_latent_representation(indices=cells, refine_steps=steps)
+    out["refine cells*steps/s"] = len(cells) * steps / (time.perf_counter() - t)
+    return out
+
+
+def _multivi(mdata, epochs: int, batch_size: int) -> dict:
+    import scvi
+    from quality import _padded_mudata
+
+    padded = _padded_mudata(mdata)
+    del mdata
+    scvi.model.MULTIVI.setup_mudata(
+        padded,
+        batch_key="batch",
+        categorical_covariate_keys=["modality"],
+        modalities={"rna_layer": "rna", "atac_layer": "atac"},
+    )
+    model = scvi.model.MULTIVI(padded)
+    t = time.perf_counter()
+    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
+    return {"train (s)": time.perf_counter() - t, "default epochs": MULTIVI_DEFAULT_EPOCHS}
+
+
+# ------------------------------------------------------------------------- report
+COLUMNS = [
+    "n_cells",
+    "cells/s",
+    "s/epoch",
+    "default epochs",
+    "time to trained model (s)",
+    "refine cells*steps/s",
+    "peak RSS (GB)",
+    "peak device memory (GB)",
+]
+
+
+def report(rows: list[dict]) -> str:
+    import pandas as pd
+
+    d = pd.DataFrame(rows)
+    lines = []
+    for device, dd in d.groupby("device", sort=False):
+        lines += [f"#### {device}", ""]
+        lines.append("| data | method | " + " | ".join(COLUMNS) + " | scamort speed-up |")
+        lines.append("|---" * (len(COLUMNS) + 3) + "|")
+        for dataset, g in dd.groupby("dataset", sort=False):
+            g = g.drop_duplicates("method", keep="last")
+            ours = g[g["method"] == "scamort"]["cells/s"]
+            for _, r in g.iterrows():
+                cells = [_cell(r.get(c)) for c in COLUMNS]
+                ratio = (
+                    f"{ours.iloc[0] / r['cells/s']:.1f}x"
+                    if len(ours) and r["method"] != "scamort"
+                    else ""
+                )
+                lines.append(
+                    f"| {dataset} | {r['method']} | " + " | ".join(cells) + f" | {ratio} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    if isinstance(v, (int, np.integer)) or float(v).is_integer() and abs(v) >= 100:
+        return f"{int(v):,}"
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def write_report(rows, doc: Path) -> None:
+    text = doc.read_text()
+    start, end = MARK.format("start"), MARK.format("end")
+    if start not in text:
+        raise SystemExit(f"{doc} has no {start} marker")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    doc.write_text(f"{head}{start}\n\n{report(rows)}\n{end}{tail}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["snare", "sim10k", "sim100k"])
+    p.add_argument("--methods", nargs="+", default=["scamort", "multivi", "multivi_b512"])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--refine-cells", type=int, default=2000)
+    p.add_argument("--cache", type=Path, default=HERE / ".cache")
+    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "speed.jsonl")
+    p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
+    p.add_argument("--report", action="store_true", help="only rewrite the tables")
+    args = p.parse_args(argv)
+    rows = [json.loads(x) for x in args.out.read_text().splitlines()] if args.out.exists() else []
+    if not args.report:
+        for dataset in args.datasets:
+            path = data_path(dataset, args.cache)
+            for method in args.methods:
+                ctx = get_context("spawn")
+                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                    row = pool.submit(
+                        run_job, dataset, method, str(path), args.epochs, args.refine_cells
+                    ).result()
+                row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    write_report(rows, args.doc)
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
