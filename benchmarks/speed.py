@@ -221,10 +221,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     rows = [json.loads(x) for x in args.out.read_text().splitlines()] if args.out.exists() else []
     if not args.report:
+        ctx = get_context("spawn")
         for dataset in args.datasets:
-            path = data_path(dataset, args.cache)
+            # simulated in its own process: a child inherits its parent's peak RSS
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                path = pool.submit(data_path, dataset, args.cache).result()
             for method in args.methods:
-                ctx = get_context("spawn")
                 with ProcessPoolExecutor(1, mp_context=ctx) as pool:
                     row = pool.submit(
                         run_job, dataset, method, str(path), args.epochs, args.refine_cells
