@@ -43,7 +43,7 @@ import numpy as np
 
 METHODS = ("scamort", "multivi", "scvi", "peakvi")
 DATASETS = ("snare_thirds", "snare_paired", "sim10k")
-MARK = "<!-- quality:{} -->"
+MARK = "<!-- {}:{} -->"  # name, start / end
 
 
 # --------------------------------------------------------------------------- data
@@ -131,10 +131,10 @@ def _padded_mudata(split):
     return out
 
 
-def fit_multivi(split, epochs: int, seed: int, **kw):
+def multivi_model(split):
+    """MULTIVI on the padded MuData: batch = library, modality status as a covariate."""
     import scvi
 
-    scvi.settings.seed = seed
     mdata = _padded_mudata(split)
     covs = ["modality"] if split.obs["modality"].nunique() > 1 else None
     scvi.model.MULTIVI.setup_mudata(
@@ -143,7 +143,14 @@ def fit_multivi(split, epochs: int, seed: int, **kw):
         categorical_covariate_keys=covs,
         modalities={"rna_layer": "rna", "atac_layer": "atac"},
     )
-    model = scvi.model.MULTIVI(mdata)
+    return scvi.model.MULTIVI(mdata)
+
+
+def fit_multivi(split, epochs: int, seed: int, **kw):
+    import scvi
+
+    scvi.settings.seed = seed
+    model = multivi_model(split)
     t = time.perf_counter()
     model.train(max_epochs=epochs, enable_progress_bar=False, **kw.get("train", {}))
     return _outputs(
@@ -238,6 +245,11 @@ def imputation_scores(out: dict, full, split) -> dict:
     return scores
 
 
+def peak_rss_gb() -> float:
+    """The process's peak resident memory (high-water mark) in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) -> dict:
     """One fit and its scores, in its own process."""
     import torch
@@ -257,7 +269,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
     row["options"] = options
     row["train time (s)"] = out["train_s"]
-    row["peak RSS (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    row["peak RSS (GB)"] = peak_rss_gb()
     obs = split.obs
     if method in ("scvi", "peakvi"):
         row.update(cluster_scores(out["joint"], obs.iloc[out["cells"]], label_key, seed))
@@ -367,17 +379,23 @@ def _table_frames(frames: dict, measures) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows, doc: Path) -> None:
-    """Replace the block between the quality markers of ``doc`` with the tables."""
+def replace_block(doc: Path, name: str, body: str) -> None:
+    """Replace the block between the ``<!-- name:start/end -->`` markers of ``doc`` with
+    ``body`` (appended with its markers when they are missing)."""
     text = doc.read_text() if doc.exists() else ""
-    start, end = MARK.format("start"), MARK.format("end")
-    block = f"{start}\n\n{report(rows)}\n{end}"
+    start, end = MARK.format(name, "start"), MARK.format(name, "end")
+    block = f"{start}\n\n{body}\n{end}"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text)
+
+
+def write_report(rows, doc: Path) -> None:
+    """Replace the block between the quality markers of ``doc`` with the tables."""
+    replace_block(doc, "quality", report(rows))
 
 
 # --------------------------------------------------------------------------- main

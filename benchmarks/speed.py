@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-import resource
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -40,9 +39,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from quality import multivi_model, peak_rss_gb, replace_block
 
 HERE = Path(__file__).resolve().parent
-MARK = "<!-- speed:{} -->"
 MULTIVI_DEFAULT_EPOCHS = 500
 
 
@@ -98,7 +97,7 @@ def run_job(dataset: str, method: str, path: str, epochs: int, refine_cells: int
     mdata = _read(Path(path))
     row = {"dataset": dataset, "method": method, "epochs": epochs, "n_cells": mdata.n_obs}
     row["read (s)"] = time.perf_counter() - t0
-    row["RSS after read (GB)"] = _rss_gb()
+    row["RSS after read (GB)"] = peak_rss_gb()
     if method == "scamort":
         row.update(_scamort(mdata, epochs, refine_cells))
     else:
@@ -106,14 +105,10 @@ def run_job(dataset: str, method: str, path: str, epochs: int, refine_cells: int
     row["cells/s"] = epochs * mdata.n_obs / row["train (s)"]
     row["s/epoch"] = row["train (s)"] / epochs
     row["time to trained model (s)"] = row["s/epoch"] * row["default epochs"]
-    row["peak RSS (GB)"] = _rss_gb()
+    row["peak RSS (GB)"] = peak_rss_gb()
     row["peak device memory (GB)"] = _device_peak_gb()
     row["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return row
-
-
-def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _scamort(mdata, epochs: int, refine_cells: int) -> dict:
@@ -134,18 +129,7 @@ def _scamort(mdata, epochs: int, refine_cells: int) -> dict:
 
 
 def _multivi(mdata, epochs: int, batch_size: int) -> dict:
-    import scvi
-    from quality import _padded_mudata
-
-    padded = _padded_mudata(mdata)
-    del mdata
-    scvi.model.MULTIVI.setup_mudata(
-        padded,
-        batch_key="batch",
-        categorical_covariate_keys=["modality"],
-        modalities={"rna_layer": "rna", "atac_layer": "atac"},
-    )
-    model = scvi.model.MULTIVI(padded)
+    model = multivi_model(mdata)
     t = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
     return {"train (s)": time.perf_counter() - t, "default epochs": MULTIVI_DEFAULT_EPOCHS}
@@ -198,16 +182,6 @@ def _cell(v) -> str:
     return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
-def write_report(rows, doc: Path) -> None:
-    text = doc.read_text()
-    start, end = MARK.format("start"), MARK.format("end")
-    if start not in text:
-        raise SystemExit(f"{doc} has no {start} marker")
-    head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    doc.write_text(f"{head}{start}\n\n{report(rows)}\n{end}{tail}")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["snare", "sim10k", "sim100k"])
@@ -236,7 +210,7 @@ def main(argv=None):
                 rows.append(row)
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-    write_report(rows, args.doc)
+    replace_block(args.doc, "speed", report(rows))
     print(report(rows))
 
 

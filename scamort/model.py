@@ -28,6 +28,7 @@ from .data import (
     resolve_placement,
     to_cell_data,
 )
+from .data.loaders import Placement
 from .data.setup import Data
 from .module import ModuleConfig, MultiVAE, elbo, iwae, product_of_experts, refine
 from .module.refine import LogLik
@@ -174,7 +175,7 @@ class SCAMORT:
         progress_bar: bool = True,
         refine_steps: int = 0,
         refine_lr: float = 0.05,
-        data_placement: Literal["auto", "device", "host"] = "auto",
+        data_placement: Placement = "auto",
         precision: str = "32-true",
         compile: bool = False,
     ) -> SCAMORT:

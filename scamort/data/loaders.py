@@ -16,6 +16,7 @@ loop over rows) and is never densified on the host.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from ..nn.sparse import SparseRows
 
-Placement = str  # "auto", "device" or "host"
+Placement = Literal["auto", "device", "host"]
 
 
 @dataclass
