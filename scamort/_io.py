@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -25,19 +26,34 @@ def read(path: str | os.PathLike):
     raise ValueError(f"{path}: expected a .h5mu or .h5ad file.")
 
 
-def write_atomic(data, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike):
+    """A temporary path beside ``target``, renamed onto it when the block succeeds; on any
+    error it is removed and ``target`` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
     os.close(fd)
     try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write(target: str | os.PathLike, write) -> None:
+    """Call ``write(f)`` on a binary file at a temporary path, sync it, rename it in place."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(data, path: str | os.PathLike) -> None:
+    """Write AnnData / MuData to a temporary file beside ``path``, then rename it."""
+    with atomic_path(path) as tmp:
         if isinstance(data, md.MuData):
             data.write_h5mu(tmp)
         else:
             data.write_h5ad(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch.distributions import Normal
 
 from . import __version__
+from ._io import atomic_write
 from .data import (
     CellData,
     DataError,
@@ -28,12 +28,13 @@ from .data import (
     resolve_placement,
     to_cell_data,
 )
+from .data.backed import BackedCells, ChunkBatches
 from .data.loaders import Placement
 from .data.setup import Data
 from .module import ModuleConfig, MultiVAE, elbo, iwae, product_of_experts, refine
 from .module.refine import LogLik
 from .module.vae import check_option
-from .train import History, TrainingPlan
+from .train import AtomicCheckpointIO, History, TrainingPlan
 
 # setup_* registrations, keyed by id(data) and checked against a weak reference, so
 # that nothing is ever written into the user's object.
@@ -118,6 +119,9 @@ class SCAMORT:
             self.module = MultiVAE(config)
         self.history = pd.DataFrame()
         self.is_trained = False
+        # This process's rank in the last distributed training (0 otherwise): only rank 0
+        # should write results.
+        self.global_rank = 0
 
     # ---- setup ---------------------------------------------------------------------------
     @staticmethod
@@ -129,6 +133,7 @@ class SCAMORT:
         atac_layer: str | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        chunk_size: int = 4096,
     ) -> DataSpec:
         """Validate and register a MuData whose modalities may hold different cells.
 
@@ -136,13 +141,17 @@ class SCAMORT:
         unpaired. No zero-padding or reordering is needed. Columns are read from
         ``mdata.obs`` or, failing that, from the modalities' obs. Raises
         :class:`~scamort.data.DataError` naming the problem and the fix.
+
+        A MuData read with ``backed=True`` stays on disk: its counts (in ``.X``, CSR) are
+        read in chunks of ``chunk_size`` consecutive cells, for the checks here (one pass
+        over the file), for training and for every result.
         """
         mods = {
             m: (k, layer)
             for m, k, layer in ((rna_key, "rna", rna_layer), (atac_key, "atac", atac_layer))
             if m is not None
         }
-        return _register(mdata, mods, batch_key, categorical_covariate_keys)
+        return _register(mdata, mods, batch_key, categorical_covariate_keys, chunk_size)
 
     @staticmethod
     def setup_anndata(
@@ -151,11 +160,15 @@ class SCAMORT:
         layer: str | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        chunk_size: int = 4096,
     ) -> DataSpec:
-        """Validate and register a single-modality AnnData (RNA alone behaves like scVI)."""
+        """Validate and register a single-modality AnnData (RNA alone behaves like scVI).
+
+        An AnnData read with ``backed="r"`` stays on disk (see :meth:`setup_mudata`).
+        """
         check_option("modality", modality, {"rna", "atac"})
         return _register(
-            adata, {modality: (modality, layer)}, batch_key, categorical_covariate_keys
+            adata, {modality: (modality, layer)}, batch_key, categorical_covariate_keys, chunk_size
         )
 
     # ---- training ------------------------------------------------------------------------
@@ -167,6 +180,7 @@ class SCAMORT:
         weight_decay: float = 1e-6,
         accelerator: str = "auto",
         devices: int | str = 1,
+        strategy: str = "auto",
         early_stopping: bool = False,
         early_stopping_patience: int = 10,
         validation_fraction: float = 0.1,
@@ -178,6 +192,10 @@ class SCAMORT:
         data_placement: Placement = "auto",
         precision: str = "32-true",
         compile: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool | str | os.PathLike = False,
+        buffer_chunks: int = 4,
     ) -> SCAMORT:
         """Fit the model with Lightning (same code on CPU and GPU).
 
@@ -188,6 +206,26 @@ class SCAMORT:
         ``refine_steps=K > 0`` trains semi-amortized (each step refines every cell's joint
         posterior K steps; the decoders also learn from it and the encoders are pulled
         toward it), at roughly K + 1 times the cost of a step.
+
+        Several devices: ``devices=N, strategy="ddp"`` trains with Lightning's
+        distributed data parallel (GPUs, or CPU processes with the gloo backend), each
+        rank on its own share of every epoch's cells. ``batch_size`` is the global
+        minibatch (each rank takes ``batch_size / N``), so the steps are those of one
+        device. Run the script with ``torchrun --nproc-per-node N`` or plainly (Lightning
+        then starts the other ranks by re-running it); only rank 0 should write results
+        (:attr:`global_rank`).
+
+        Checkpoints: with ``checkpoint_dir``, ``last.ckpt`` (weights, optimizer state,
+        epoch, history, random state) is written there every ``checkpoint_every`` epochs,
+        atomically. ``resume=True`` continues from ``checkpoint_dir/last.ckpt`` when it
+        exists (and starts afresh when it does not); ``resume=path`` continues from that
+        checkpoint. A resumed run makes the same steps as one never stopped.
+
+        Data opened backed (``read_h5ad(..., backed="r")``, ``read_h5mu(...,
+        backed=True)``) are streamed from disk: every epoch visits the chunks of
+        consecutive cells in a new random order, ``buffer_chunks`` chunks at a time with
+        their cells shuffled together; ``validation_fraction`` holds out whole chunks.
+        ``data_placement`` does not apply to them (minibatches come from the host).
         """
         n = self._cells.n_cells
         max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
@@ -195,27 +233,37 @@ class SCAMORT:
             raise ValueError("validation_fraction must be in [0, 1).")
         if early_stopping and validation_fraction == 0:
             raise ValueError("early_stopping needs validation cells: set validation_fraction > 0.")
-        order = np.random.default_rng(seed).permutation(n)
-        n_val = int(round(validation_fraction * n))
-        store = self._cells.tensors
-        target = _target_device(accelerator, devices)
-        resident = resolve_placement(data_placement, target, store.nbytes)
-        pin = target.type == "cuda"
-        train_loader = make_loader(
-            store, np.sort(order[n_val:]), batch_size, True, seed, resident, pin
-        )
-        val_loader = (
-            make_loader(store, np.sort(order[:n_val]), batch_size, False, 0, resident, pin)
-            if n_val
-            else None
-        )
+        if isinstance(self._cells, BackedCells):
+            train_loader, val_loader = self._chunk_loaders(
+                validation_fraction, batch_size, seed, buffer_chunks
+            )
+            store, resident = None, False
+        else:
+            order = np.random.default_rng(seed).permutation(n)
+            n_val = int(round(validation_fraction * n))
+            store = self._cells.tensors
+            target = _target_device(accelerator, devices)
+            resident = resolve_placement(data_placement, target, store.nbytes)
+            pin = target.type == "cuda"
+            train_loader = make_loader(
+                store, np.sort(order[n_val:]), batch_size, True, seed, resident, pin
+            )
+            val_loader = (
+                make_loader(store, np.sort(order[:n_val]), batch_size, False, 0, resident, pin)
+                if n_val
+                else None
+            )
+        if early_stopping and val_loader is None:
+            raise ValueError(
+                "early_stopping needs validation cells: raise validation_fraction (backed "
+                "data hold out whole chunks, so it needs at least one chunk's worth)."
+            )
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
         plan = TrainingPlan(
             self.module,
             lr,
             weight_decay,
             warmup,
-            len(train_loader),
             refine_steps,
             refine_lr,
             store if resident else None,
@@ -228,6 +276,20 @@ class SCAMORT:
                     "elbo_validation", patience=early_stopping_patience, mode="max"
                 )
             )
+        ckpt_path = _resume_path(resume, checkpoint_dir)
+        if checkpoint_dir is not None:
+            if checkpoint_every < 1:
+                raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
+            callbacks.append(
+                L.pytorch.callbacks.ModelCheckpoint(
+                    dirpath=checkpoint_dir,
+                    filename="last",
+                    every_n_epochs=checkpoint_every,
+                    save_top_k=1,
+                    save_on_train_epoch_end=True,
+                    enable_version_counter=False,
+                )
+            )
         if compile:
             for net in (*self.module.encoders.values(), *self.module.decoders.values()):
                 net.compile(dynamic=True)
@@ -236,21 +298,42 @@ class SCAMORT:
                 max_epochs=max_epochs,
                 accelerator=accelerator,
                 devices=devices,
+                strategy=strategy,
                 precision=precision,
                 logger=False,
-                enable_checkpointing=False,
+                enable_checkpointing=checkpoint_dir is not None,
+                plugins=[AtomicCheckpointIO()],
+                use_distributed_sampler=False,
                 enable_progress_bar=progress_bar,
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
                 callbacks=callbacks,
-                limit_val_batches=1.0 if n_val else 0,
+                limit_val_batches=1.0 if val_loader is not None else 0,
             )
             torch.manual_seed(seed)
-            trainer.fit(plan, train_loader, val_loader)
+            trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
         self.history = pd.DataFrame(history.rows)
         self.is_trained = True
+        self.global_rank = trainer.global_rank
         self.module.to(trainer.strategy.root_device)
         return self
+
+    def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):
+        """Train and validation loaders over the chunks of backed data (whole chunks held out)."""
+        n_chunks = len(self._cells.chunks())
+        order = np.random.default_rng(seed).permutation(n_chunks)
+        n_val = int(round(validation_fraction * n_chunks))
+        if n_val == n_chunks:
+            n_val = 0
+        train = ChunkBatches(
+            self._cells, np.sort(order[n_val:]), batch_size, True, seed, buffer_chunks
+        )
+        val = (
+            ChunkBatches(self._cells, np.sort(order[:n_val]), batch_size, False, 0, buffer_chunks)
+            if n_val
+            else None
+        )
+        return train, val
 
     @property
     def device(self) -> torch.device:
@@ -262,15 +345,21 @@ class SCAMORT:
         return self
 
     # ---- results ---------------------------------------------------------------------------
-    def _cell_data(self, data: Data | None) -> CellData:
+    def _cell_data(self, data: Data | None) -> CellData | BackedCells:
         if data is None or data is self.data:
             return self._cells
         return to_cell_data(data, self.spec)
 
-    def _batches(self, cells: CellData, indices, batch_size: int):
-        """Minibatches on the module's device, by the same paths as training."""
+    def _batches(self, cells: CellData | BackedCells, indices, batch_size: int):
+        """Minibatches on the module's device, by the same paths as training (backed data:
+        read from disk one chunk of cells at a time)."""
         idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
         self.module.eval()
+        if isinstance(cells, BackedCells):
+            for start in range(0, len(idx), cells.chunk_size):
+                part = cells.take(idx[start : start + cells.chunk_size])
+                yield from self._batches(part, None, batch_size)
+            return
         store = cells.tensors
         if resolve_placement("auto", self.device, store.nbytes):
             store = store.to(self.device)
@@ -324,7 +413,34 @@ class SCAMORT:
         draws; NaN where the cell lacks the modality).
         """
         self._check_modality(modality)
-        cells = self._cell_data(data)
+        return self._latent(
+            self._cell_data(data),
+            modality,
+            indices,
+            give_mean,
+            batch_size,
+            refine_steps,
+            refine_lr,
+            refine_samples,
+            refine_tol,
+            return_elbo,
+            seed,
+        )
+
+    def _latent(
+        self,
+        cells,
+        modality,
+        indices,
+        give_mean,
+        batch_size,
+        refine_steps,
+        refine_lr,
+        refine_samples,
+        refine_tol,
+        return_elbo,
+        seed,
+    ):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         zs, before, after = [], [], []
         for batch in self._batches(cells, indices, batch_size):
@@ -364,6 +480,45 @@ class SCAMORT:
             index=obs,
         )
         return z, table
+
+    def write_latent_representation(
+        self,
+        key: str = "X_scamort",
+        data: Data | None = None,
+        modality: str = "joint",
+        batch_size: int = 1024,
+        refine_steps: int = 0,
+        refine_lr: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        """Put the latent means in ``data.obsm[key]``.
+
+        For data opened backed the result goes into the file instead, one chunk of cells
+        at a time (``obsm/<key>`` of the AnnData, or of the MuData's global obs), so that
+        memory does not grow with the cells; open the file with ``backed="r+"``. Read it
+        back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
+        NaN. See :meth:`get_latent_representation` for the arguments.
+        """
+        self._check_modality(modality)
+        data = self.data if data is None else data
+        cells = self._cell_data(data)
+        args = (modality, batch_size, refine_steps, refine_lr)
+
+        def latent(indices):
+            return self._latent(cells, modality, indices, True, *args[1:], 1, None, False, seed)
+
+        if not isinstance(cells, BackedCells):
+            data.obsm[key] = latent(None)
+            return
+        f = _writable_file(data)
+        group = f.require_group("obsm")
+        if key in group:
+            del group[key]
+        out = group.create_dataset(key, shape=(cells.n_cells, self.config.n_latent), dtype="f4")
+        out.attrs["encoding-type"], out.attrs["encoding-version"] = "array", "0.2.0"
+        for start, stop in cells.chunks():
+            out[start:stop] = latent(np.arange(start, stop))
+        f.flush()
 
     def get_gaps(
         self,
@@ -549,9 +704,11 @@ class SCAMORT:
             "is_trained": self.is_trained,
         }
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        _atomic(path / "model.pt", lambda f: torch.save(state, f))
-        _atomic(path / "config.json", lambda f: f.write(json.dumps(config, indent=1).encode()))
-        _atomic(path / "history.csv", lambda f: f.write(self.history.to_csv(index=False).encode()))
+        atomic_write(path / "model.pt", lambda f: torch.save(state, f))
+        atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=1).encode()))
+        atomic_write(
+            path / "history.csv", lambda f: f.write(self.history.to_csv(index=False).encode())
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, data: Data) -> SCAMORT:
@@ -585,8 +742,10 @@ class SCAMORT:
         )
 
 
-def _register(data, mods, batch_key, covariate_keys) -> DataSpec:
-    spec, cells = register(data, mods, batch_key, tuple(covariate_keys or ()))
+def _register(data, mods, batch_key, covariate_keys, chunk_size=4096) -> DataSpec:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    spec, cells = register(data, mods, batch_key, tuple(covariate_keys or ()), chunk_size)
     _remember(data, spec, cells)
     return spec
 
@@ -613,6 +772,34 @@ def _to(batch: dict, device: torch.device) -> dict:
         k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
         for k, v in batch.items()
     }
+
+
+def _writable_file(data):
+    """The open h5py file behind backed data, if it was opened for writing."""
+    manager = getattr(data, "file", None)
+    f = getattr(manager, "_file", None)
+    if f is None or not f:
+        raise DataError("the data are not backed by an open file.")
+    if f.mode != "r+":
+        raise DataError(
+            f"{f.filename} is open read-only: open it with backed='r+' to write results into it."
+        )
+    return f
+
+
+def _resume_path(resume, checkpoint_dir) -> str | None:
+    """The checkpoint to resume from: None (a fresh start), or an existing file."""
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir= (where last.ckpt is kept).")
+        last = Path(checkpoint_dir) / "last.ckpt"
+        return str(last) if last.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist.")
+    return str(path)
 
 
 def _target_device(accelerator: str, devices) -> torch.device:
@@ -653,6 +840,7 @@ def _quiet_lightning():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
             yield
     finally:
         log.setLevel(level)
@@ -660,14 +848,3 @@ def _quiet_lightning():
 
 def _cuda_devices() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -11,6 +11,12 @@ Two data paths, one batch format:
 
 Either way a minibatch is sliced with tensor operations over the CSR arrays (no Python
 loop over rows) and is never densified on the host.
+
+The order of cells is a function of ``(seed, epoch)`` alone (:class:`EpochBatches`), so a
+run resumed from a checkpoint sees the same minibatches as one that was never stopped.
+Under distributed data parallel each rank takes its own share of every epoch's
+permutation, and ``batch_size`` stays the global minibatch: each of N ranks takes
+``batch_size / N`` cells per step, so N ranks make the same optimisation steps as one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..nn.sparse import SparseRows
 
@@ -78,9 +84,59 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, batch: list[int]):
-        idx = torch.from_numpy(self.indices[np.asarray(batch)])
+    def __getitem__(self, batch: np.ndarray):
+        idx = torch.from_numpy(self.indices[batch])
         return idx if self.resident else self.store.batch(idx)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside distributed training)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochBatches(Sampler):
+    """Minibatches of positions ``0..n-1``: each epoch a permutation drawn from
+    ``(seed, epoch)`` (or the natural order), split across the distributed ranks.
+
+    Every rank gets the same number of steps: with N ranks, each takes every N-th
+    position of the epoch's order (the order is padded by wrapping around, as
+    :class:`torch.utils.data.DistributedSampler` does) in steps of
+    ``ceil(batch_size / N)``. The rank and N are read when iterating, after Lightning
+    has started the process group. Lightning calls :meth:`set_epoch` every epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _split(self) -> tuple[int, int]:
+        _, world = rank_and_world()
+        per_rank = -(-self.n // world)
+        return per_rank, -(-self.batch_size // world)
+
+    def __len__(self) -> int:
+        per_rank, step = self._split()
+        return -(-per_rank // step)
+
+    def __iter__(self):
+        rank, world = rank_and_world()
+        per_rank, step = self._split()
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        if world > 1:
+            order = np.resize(order, per_rank * world)[rank::world]
+        for start in range(0, per_rank, step):
+            yield order[start : start + step]
 
 
 def make_loader(
@@ -94,14 +150,9 @@ def make_loader(
 ) -> DataLoader:
     """One minibatch per step over ``indices`` (see the module docstring for the paths)."""
     ds = _Batches(store, indices, resident)
-    base = (
-        RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
-        if shuffle
-        else SequentialSampler(ds)
-    )
     return DataLoader(
         ds,
-        sampler=BatchSampler(base, batch_size, drop_last=False),
+        sampler=EpochBatches(len(ds), batch_size, shuffle, seed),
         batch_size=None,
         num_workers=0,
         pin_memory=pin_memory and not resident,

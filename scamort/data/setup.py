@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from anndata import AnnData
 from mudata import MuData
 
 from ..nn.sparse import SparseRows
+
+if TYPE_CHECKING:
+    from .backed import BackedCells
 
 Data = AnnData | MuData
 KINDS = ("rna", "atac")
@@ -75,6 +79,18 @@ class CellData:
     def n_cells(self) -> int:
         return len(self.obs_names)
 
+    def subset(self, idx: np.ndarray) -> CellData:
+        return CellData(
+            self.obs_names[idx],
+            {m: X[idx] for m, X in self.x.items()},
+            self.mask[idx],
+            self.cov[idx],
+        )
+
+    def empty_features(self, m: str) -> np.ndarray:
+        """(F,) True for the features of ``m`` with no count in any cell."""
+        return np.bincount(self.x[m].indices, minlength=self.x[m].shape[1]) == 0
+
     @cached_property
     def tensors(self):
         """The same cells as a :class:`~scamort.data.loaders.CellTensors` (shares memory)."""
@@ -85,6 +101,16 @@ class CellData:
             torch.from_numpy(self.mask.astype(np.float32)),
             torch.from_numpy(self.cov),
         )
+
+
+def concat_cells(parts: list[CellData]) -> CellData:
+    """The cells of ``parts`` stacked in order."""
+    return CellData(
+        parts[0].obs_names.append([p.obs_names for p in parts[1:]]),
+        {m: sp.vstack([p.x[m] for p in parts], format="csr") for m in parts[0].x},
+        np.concatenate([p.mask for p in parts]),
+        np.concatenate([p.cov for p in parts]),
+    )
 
 
 # ---- reading the object ------------------------------------------------------------------
@@ -142,7 +168,11 @@ def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
         )
     else:
         X = a.layers[layer]
-    where = f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})"
+    return as_counts(X, f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})")
+
+
+def as_counts(X, where: str) -> sp.csr_matrix:
+    """Checked float32 CSR counts (a private copy only where the input is not canonical)."""
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     _check_values(np.asarray(X.data), where)
     X = sp.csr_matrix(X, dtype=np.float32, copy=not X.has_canonical_format)
@@ -208,7 +238,8 @@ def register(
     modalities: dict[str, tuple[str, str | None]],
     batch_key: str | None,
     covariate_keys: tuple[str, ...],
-) -> tuple[DataSpec, CellData]:
+    chunk_size: int = 4096,
+) -> tuple[DataSpec, CellData | BackedCells]:
     """Validate training data. ``modalities``: name -> (kind, layer)."""
     if not modalities:
         raise DataError("no modality to fit: pass at least one of rna_key / atac_key.")
@@ -229,9 +260,9 @@ def register(
         features=tuple(tuple(mods[m].var_names.astype(str)) for m in names),
         is_mudata=isinstance(data, MuData),
     )
-    cell_data = to_cell_data(data, spec)
+    cell_data = to_cell_data(data, spec, chunk_size)
     for j, m in enumerate(names):
-        empty = np.asarray(cell_data.x[m].sum(0)).ravel() == 0
+        empty = cell_data.empty_features(m)
         if empty.any():
             raise DataError(
                 f"{int(empty.sum())} features of modality {m!r} have zero counts in every "
@@ -241,23 +272,58 @@ def register(
     return spec, cell_data
 
 
-def to_cell_data(data: Data, spec: DataSpec) -> CellData:
-    """Validate ``data`` against a registered spec and align it (training or new data)."""
+def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData | BackedCells:
+    """Validate ``data`` against a registered spec and align it (training or new data).
+
+    Data opened backed (counts left on disk) give a :class:`BackedCells` that reads them
+    in chunks of ``chunk_size`` cells; anything else is read into memory.
+    """
+    from .backed import BackedCells, check_backed_matrix, is_backed_matrix
+
     if spec.is_mudata != isinstance(data, MuData):
         want = "MuData" if spec.is_mudata else "AnnData"
         raise DataError(f"this model was set up on a {want}; pass a {want}.")
     mods = modality_views(data, spec.modalities)
     cells = _cells(data, mods)
-    x, mask = {}, np.zeros((len(cells), len(mods)), dtype=bool)
+    mask = np.zeros((len(cells), len(mods)), dtype=bool)
+    pos = {}
     for j, m in enumerate(spec.modalities):
-        a = mods[m]
-        _check_features(a.var_names, spec.features[j], m)
-        pos = cells.get_indexer(a.obs_names)
-        x[m] = _align(_counts(a, spec.layers[j], m), pos, len(cells))
-        mask[pos, j] = True
+        _check_features(mods[m].var_names, spec.features[j], m)
+        pos[m] = cells.get_indexer(mods[m].obs_names)
+        mask[pos[m], j] = True
     if not mask.any(1).all():
         bad = cells[~mask.any(1)][:5].tolist()
         raise DataError(f"cells {bad} are in no modality; drop them from the MuData.")
+    cov = _codes(data, mods, spec, cells)
+    sources = {m: mods[m].X for m, layer in zip(spec.modalities, spec.layers) if layer is None}
+    if any(is_backed_matrix(X) for X in sources.values()):
+        if len(sources) < len(mods) or not all(is_backed_matrix(X) for X in sources.values()):
+            raise DataError(
+                "some modalities are on disk (backed) and some are not, or the counts are in "
+                "a layer (backed mode keeps only .X on disk): put the raw counts in .X of "
+                "every modality and open the file backed."
+            )
+        for m, X in sources.items():
+            check_backed_matrix(X, m)
+        rows = {}
+        for m in spec.modalities:
+            rows[m] = np.full(len(cells), -1, dtype=np.int64)
+            rows[m][pos[m]] = np.arange(len(pos[m]))
+        backed = BackedCells(
+            cells,
+            sources,
+            rows,
+            mask,
+            cov,
+            {m: len(f) for m, f in zip(spec.modalities, spec.features)},
+            chunk_size,
+        )
+        backed.validate()
+        return backed
+    x = {
+        m: _align(_counts(mods[m], spec.layers[j], m), pos[m], len(cells))
+        for j, m in enumerate(spec.modalities)
+    }
     has_counts = np.stack([np.diff(x[m].indptr) > 0 for m in spec.modalities], axis=1)
     empty = ~(has_counts & mask).any(1)
     if empty.any():
@@ -266,6 +332,11 @@ def to_cell_data(data: Data, spec: DataSpec) -> CellData:
             f"{cells[empty][:3].tolist()}). Remove them, e.g. scanpy.pp.filter_cells("
             "adata, min_counts=1) on each modality."
         )
+    return CellData(cells, x, mask, cov)
+
+
+def _codes(data: Data, mods: dict[str, AnnData], spec: DataSpec, cells: pd.Index) -> np.ndarray:
+    """(n_cells, K) category codes of the batch and covariate columns."""
     cov = np.zeros((len(cells), len(spec.categories)), dtype=np.int64)
     for k, (key, cats) in enumerate(zip(spec.covariate_keys, spec.categories)):
         if key is None:
@@ -278,7 +349,7 @@ def to_cell_data(data: Data, spec: DataSpec) -> CellData:
                 f"trained on (known: {list(cats)[:10]})."
             )
         cov[:, k] = pd.Categorical(col, categories=list(cats)).codes
-    return CellData(cells, x, mask, cov)
+    return cov
 
 
 def _check_features(names: pd.Index, expected: tuple[str, ...], m: str) -> None:

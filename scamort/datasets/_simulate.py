@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import anndata as ad
+import h5py
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -44,6 +48,54 @@ def simulate_multiome(
     ``modality`` (paired / rna_only / atac_only); the true latent is in
     ``.obsm["X_true"]``.
     """
+    rng, blocks = _blocks(
+        n_cells,
+        n_genes,
+        n_peaks,
+        n_cell_types,
+        n_batches,
+        frac_paired,
+        frac_rna_only,
+        n_latent,
+        batch_effect,
+        rna_library,
+        seed,
+    )
+    parts = list(blocks)
+    cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    rna = sp.vstack([p[4] for p in parts], format="csr")
+    atac = sp.vstack([p[5] for p in parts], format="csr")
+    obs = _obs(0, cell_type, batch, status)
+    names = obs.index
+    has_rna, has_atac = status != "atac_only", status != "rna_only"
+    mods = {
+        "rna": _anndata(rna[has_rna], obs[has_rna], _names("gene", n_genes), rng),
+        "atac": _anndata(atac[has_atac], obs[has_atac], _names("peak", n_peaks), rng),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        mdata = md.MuData(mods)
+    mdata.obs = obs.loc[mdata.obs_names].copy()
+    mdata.obsm["X_true"] = z[names.get_indexer(mdata.obs_names)]
+    return mdata
+
+
+def _blocks(
+    n_cells,
+    n_genes,
+    n_peaks,
+    n_cell_types,
+    n_batches,
+    frac_paired,
+    frac_rna_only,
+    n_latent,
+    batch_effect,
+    rna_library,
+    seed,
+):
+    """The shared generator and an iterator over blocks of cells: (type, batch, status,
+    latent, RNA CSR, ATAC CSR), each block from its own child generator, so that memory
+    stays at one block's dense arrays whatever n_cells is."""
     if frac_paired < 0 or frac_rna_only < 0 or frac_paired + frac_rna_only > 1:
         raise ValueError(
             "need frac_paired, frac_rna_only >= 0 and frac_paired + "
@@ -53,9 +105,8 @@ def simulate_multiome(
     centres = rng.normal(0.0, 1.0, size=(n_cell_types, n_latent))
     genes = _loadings(rng, n_latent, n_genes, 0.5, 0.0, 1.0, n_batches, batch_effect)
     peaks = _loadings(rng, n_latent, n_peaks, 0.7, -5.0, 0.8, n_batches, batch_effect)
-    # Cells are drawn in blocks of _BLOCK with their own child generators, so memory stays
-    # at a block's dense arrays whatever n_cells is.
-    parts = [
+    children = np.random.SeedSequence(seed).spawn(-(-n_cells // _BLOCK))
+    blocks = (
         _cells(
             np.random.default_rng(child),
             min(_BLOCK, n_cells - start),
@@ -66,33 +117,24 @@ def simulate_multiome(
             rna_library,
             (frac_paired, frac_rna_only),
         )
-        for start, child in zip(
-            range(0, n_cells, _BLOCK), np.random.SeedSequence(seed).spawn(-(-n_cells // _BLOCK))
-        )
-    ]
-    cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
-    rna = sp.vstack([p[4] for p in parts], format="csr")
-    atac = sp.vstack([p[5] for p in parts], format="csr")
-    names = pd.Index([f"cell_{i}" for i in range(n_cells)])
-    obs = pd.DataFrame(
+        for start, child in zip(range(0, n_cells, _BLOCK), children)
+    )
+    return rng, blocks
+
+
+def _names(prefix: str, n: int, start: int = 0) -> list[str]:
+    return [f"{prefix}_{i}" for i in range(start, start + n)]
+
+
+def _obs(start: int, cell_type, batch, status) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "cell_type": pd.Categorical([f"type_{t}" for t in cell_type]),
             "batch": pd.Categorical([f"batch_{b}" for b in batch]),
             "modality": pd.Categorical(status, categories=["paired", "rna_only", "atac_only"]),
         },
-        index=names,
+        index=pd.Index(_names("cell", len(status), start)),
     )
-    has_rna, has_atac = status != "atac_only", status != "rna_only"
-    mods = {
-        "rna": _anndata(rna[has_rna], obs[has_rna], [f"gene_{g}" for g in range(n_genes)], rng),
-        "atac": _anndata(atac[has_atac], obs[has_atac], [f"peak_{p}" for p in range(n_peaks)], rng),
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        mdata = md.MuData(mods)
-    mdata.obs = obs.loc[mdata.obs_names].copy()
-    mdata.obsm["X_true"] = z[names.get_indexer(mdata.obs_names)]
-    return mdata
 
 
 _BLOCK = 4096
@@ -125,13 +167,16 @@ def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs):
     atac = ((rng.random(p.shape) < p) * (1 + (rng.random(p.shape) < 0.05))).astype(np.int32)
 
     status = rng.choice(["paired", "rna_only", "atac_only"], size=n, p=[*fracs, 1 - sum(fracs)])
+    # a cell with no count in a modality it has gets one, at a random feature
+    for counts, has in ((rna, status != "atac_only"), (atac, status != "rna_only")):
+        empty = np.flatnonzero(has & (counts.sum(1) == 0))
+        counts[empty, rng.integers(counts.shape[1], size=len(empty))] = 1
     return cell_type, batch, status, z, sp.csr_matrix(rna), sp.csr_matrix(atac)
 
 
 def _anndata(counts: sp.csr_matrix, obs: pd.DataFrame, var_names, rng) -> ad.AnnData:
+    """Any feature with no count gets one, in a random cell."""
     counts = counts.tolil() if _has_empty(counts) else counts
-    for row in np.flatnonzero(np.asarray(counts.sum(1)).ravel() == 0):
-        counts[row, rng.integers(counts.shape[1])] = 1
     for col in np.flatnonzero(np.asarray(counts.sum(0)).ravel() == 0):
         counts[rng.integers(counts.shape[0]), col] = 1
     counts = sp.csr_matrix(counts, dtype=np.int32)
@@ -139,7 +184,109 @@ def _anndata(counts: sp.csr_matrix, obs: pd.DataFrame, var_names, rng) -> ad.Ann
 
 
 def _has_empty(counts: sp.csr_matrix) -> bool:
-    return bool(
-        (np.diff(counts.indptr) == 0).any()
-        or (np.bincount(counts.indices, minlength=counts.shape[1]) == 0).any()
-    )
+    return bool((np.bincount(counts.indices, minlength=counts.shape[1]) == 0).any())
+
+
+def write_simulated_multiome(
+    path: str | os.PathLike,
+    n_cells: int = 100_000,
+    n_genes: int = 2000,
+    n_peaks: int = 25_000,
+    n_cell_types: int = 10,
+    n_batches: int = 2,
+    frac_paired: float = 1 / 3,
+    frac_rna_only: float = 1 / 3,
+    n_latent: int = 8,
+    batch_effect: float = 0.5,
+    rna_library: float = 60.0,
+    seed: int = 0,
+) -> Path:
+    """:func:`simulate_multiome` written to an ``.h5mu`` file block by block.
+
+    The count matrices are appended to the file one block of 4,096 cells at a time, so
+    memory stays at one block whatever ``n_cells`` is (only the per-cell table is held).
+    The file holds the same data as ``simulate_multiome`` with the same arguments; read it
+    with ``mudata.read_h5mu(path, backed=True)`` to fit it from disk. The file appears
+    (renamed into place) only when complete.
+    """
+    from .._io import atomic_path
+
+    args = (n_cells, n_genes, n_peaks, n_cell_types, n_batches, frac_paired, frac_rna_only)
+    args = (*args, n_latent, batch_effect, rna_library, seed)
+    path = Path(path)
+    n_features = {"rna": n_genes, "atac": n_peaks}
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        store = h5py.File(Path(scratch) / "counts.h5", "w")
+        kept, nnz = _append_counts(store, args, {})
+        if any((v == 0).any() for v in nnz.values()):
+            # Features with no count get one in a random cell, as in simulate_multiome
+            # (same generator, same order); the blocks are drawn again with them.
+            rng, _ = _blocks(*args)
+            status = np.concatenate(kept["status"])
+            fixes = {}
+            for m, v in nnz.items():
+                n_rows = int((status != ("atac_only" if m == "rna" else "rna_only")).sum())
+                cols = np.flatnonzero(v == 0)
+                fixes[m] = (np.array([rng.integers(n_rows) for _ in cols], dtype=np.int64), cols)
+            for m in list(store):
+                del store[m]
+            kept, nnz = _append_counts(store, args, fixes)
+        cell_type, batch, status, z = (np.concatenate(kept[k]) for k in kept)
+        obs = _obs(0, cell_type, batch, status)
+        has = {"rna": status != "atac_only", "atac": status != "rna_only"}
+        # The MuData's tables with empty count matrices of the right shapes, written by
+        # mudata; then the counts are copied in from the scratch store.
+        mods = {
+            m: ad.AnnData(
+                sp.csr_matrix((int(has[m].sum()), f), dtype=np.int32),
+                obs=obs[has[m]].copy(),
+                var=pd.DataFrame(index=_names("gene" if m == "rna" else "peak", f)),
+            )
+            for m, f in n_features.items()
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            mdata = md.MuData(mods)
+        mdata.obs = obs.loc[mdata.obs_names].copy()
+        mdata.obsm["X_true"] = z[obs.index.get_indexer(mdata.obs_names)]
+        with atomic_path(path) as tmp:
+            mdata.write_h5mu(tmp)
+            with h5py.File(tmp, "r+") as f:
+                for m in n_features:
+                    del f[f"mod/{m}/X"]
+                    store.copy(store[m], f[f"mod/{m}"], name="X")
+        store.close()
+    return path
+
+
+def _append_counts(store, args, fixes):
+    """Draw the blocks and append each modality's counts to ``store``; ``fixes``: per
+    modality, (rows, cols) set to one. Returns the per-cell draws and per-feature nnz."""
+    from anndata.io import sparse_dataset, write_elem
+
+    _, blocks = _blocks(*args)
+    kept = {"cell_type": [], "batch": [], "status": [], "z": []}
+    nnz, offset = {}, {"rna": 0, "atac": 0}
+    for cell_type, batch, status, z, rna, atac in blocks:
+        for key, v in zip(kept, (cell_type, batch, status, z.astype(np.float32))):
+            kept[key].append(v)
+        for m, counts, has in (
+            ("rna", rna, status != "atac_only"),
+            ("atac", atac, status != "rna_only"),
+        ):
+            counts = counts[has]
+            if m in fixes:
+                rows, cols = fixes[m]
+                here = (rows >= offset[m]) & (rows < offset[m] + counts.shape[0])
+                add = sp.csr_matrix(
+                    (np.ones(here.sum(), np.int32), (rows[here] - offset[m], cols[here])),
+                    shape=counts.shape,
+                )
+                counts = (counts + add).tocsr()
+            offset[m] += counts.shape[0]
+            nnz[m] = nnz.get(m, 0) + np.bincount(counts.indices, minlength=counts.shape[1])
+            if m in store:
+                sparse_dataset(store[m]).append(counts)
+            else:
+                write_elem(store, m, counts)
+    return kept, nnz

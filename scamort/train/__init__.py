@@ -1,5 +1,5 @@
-"""Training: the Lightning plan and the KL warm-up."""
+"""Training: the Lightning plan, the KL warm-up and atomic checkpoints."""
 
-from .plan import History, TrainingPlan, kl_weight
+from .plan import AtomicCheckpointIO, History, TrainingPlan, kl_weight
 
-__all__ = ["History", "TrainingPlan", "kl_weight"]
+__all__ = ["AtomicCheckpointIO", "History", "TrainingPlan", "kl_weight"]

@@ -1,10 +1,12 @@
-"""Lightning training plan: the module's loss, a KL warm-up and AdamW."""
+"""Lightning training plan: the module's loss, a KL warm-up and AdamW; checkpoints."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .._io import atomic_write
 from ..data.loaders import CellTensors
 from ..module import MultiVAE
 
@@ -26,7 +28,6 @@ class TrainingPlan(L.LightningModule):
         lr: float,
         weight_decay: float,
         warmup_epochs: float,
-        steps_per_epoch: int,
         refine_steps: int = 0,
         refine_lr: float = 0.05,
         store: CellTensors | None = None,
@@ -37,7 +38,7 @@ class TrainingPlan(L.LightningModule):
         self.store = store
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.lr, self.weight_decay = lr, weight_decay
-        self.warmup_epochs, self.steps_per_epoch = warmup_epochs, steps_per_epoch
+        self.warmup_epochs = warmup_epochs
 
     def on_fit_start(self):
         if self.store is not None:
@@ -48,20 +49,50 @@ class TrainingPlan(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         batch = self._gather(batch)
-        w = kl_weight(self.current_epoch, batch_idx, self.steps_per_epoch, self.warmup_epochs)
+        steps = self.trainer.num_training_batches
+        w = kl_weight(self.current_epoch, batch_idx, steps, self.warmup_epochs)
         out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
         n = batch["mask"].shape[0]
-        self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("elbo_train", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("kl_weight", w, on_step=False, on_epoch=True, batch_size=n)
+        # Epoch means only; under DDP they are averaged over the ranks once per epoch.
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
+        self.log("train_loss", out.loss, prog_bar=True, **log)
+        self.log("elbo_train", out.elbo.mean(), **log)
+        self.log("kl_weight", w, **log)
         return out.loss
 
     def validation_step(self, batch, batch_idx):
         batch = self._gather(batch)
         out = self.module.loss(batch, 1.0)
         n = batch["mask"].shape[0]
-        self.log("validation_loss", out.loss, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("elbo_validation", out.elbo.mean(), on_epoch=True, batch_size=n)
+        log = {"on_epoch": True, "batch_size": n, "sync_dist": True}
+        self.log("validation_loss", out.loss, prog_bar=True, **log)
+        self.log("elbo_validation", out.elbo.mean(), **log)
+
+    # ---- checkpoints: the module's shape and the random state travel with the weights ----
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["scamort"] = {
+            "module_config": self.module.config.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("scamort")
+        if saved is None:
+            raise ValueError("this checkpoint was not written by scamort's training.")
+        if saved["module_config"] != self.module.config.to_dict():
+            diff = sorted(
+                k
+                for k, v in self.module.config.to_dict().items()
+                if saved["module_config"].get(k) != v
+            )
+            raise ValueError(
+                f"the checkpoint is of a different model (settings that differ: {diff}); "
+                "resume with the model and data it was trained with."
+            )
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
 
     def configure_optimizers(self):
         # The fused implementation (one kernel over all parameters) where torch has it.
@@ -81,3 +112,17 @@ class History(L.Callback):
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place:
+    a run killed mid-write leaves the previous checkpoint whole."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
