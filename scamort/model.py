@@ -196,10 +196,12 @@ class SCAMORT:
         checkpoint_every: int = 1,
         resume: bool | str | os.PathLike = False,
         buffer_chunks: int = 4,
+        max_steps: int | None = None,
     ) -> SCAMORT:
         """Fit the model with Lightning (same code on CPU and GPU).
 
-        ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)``.
+        ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)``;
+        ``max_steps`` also stops training after that many optimizer steps.
         ``kl_warmup_epochs=None`` warms the KL weight up over the first quarter of the
         epochs. Early stopping watches the held-out ELBO (``elbo_validation``).
         Training is reproducible for a fixed ``seed`` on a given device.
@@ -296,6 +298,7 @@ class SCAMORT:
         with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()):
             trainer = L.Trainer(
                 max_epochs=max_epochs,
+                max_steps=-1 if max_steps is None else max_steps,
                 accelerator=accelerator,
                 devices=devices,
                 strategy=strategy,
