@@ -137,8 +137,7 @@ def main(argv=None):
             with open(a.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in open(a.out)] if a.out.exists() else []
-    doc = a.doc.read_text() if a.doc.exists() else ""
-    a.doc.write_text(replace_block(doc, "disk", report(rows)))
+    replace_block(a.doc, "disk", report(rows))
 
 
 if __name__ == "__main__":
