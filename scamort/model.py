@@ -72,6 +72,10 @@ class SCAMORT:
         ``"all"``: each paired cell's every single-modality ELBO, every step.
         ``"sample"``: one of them per paired cell and step, drawn at random and weighted
         so that the loss is unbiased; one decoding per paired cell fewer.
+    atac_input
+        What the ATAC expert reads: ``"binary"`` peaks (PeakVI) or ``"tfidf"``,
+        log1p(1e4 x TF x IDF) of the binarized peaks (TF: over the cell's open peaks; IDF:
+        cells with ATAC / (1 + cells where the peak is open), from the training data).
     seed
         Seed of the weight initialisation.
     """
@@ -90,6 +94,7 @@ class SCAMORT:
         cross_reconstruction: bool = True,
         single_view_weight: float = 1.0,
         single_views: Literal["all", "sample"] = "all",
+        atac_input: Literal["binary", "tfidf"] = "binary",
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -109,8 +114,18 @@ class SCAMORT:
             cross_reconstruction=cross_reconstruction,
             single_view_weight=single_view_weight,
             single_views=single_views,
+            atac_input=atac_input,
         )
         self._init(data, spec, cells, config, seed)
+        for m in self.module._tfidf_modalities():
+            j = spec.modalities.index(m)
+            if isinstance(cells, BackedCells):
+                df = cells.feature_nnz[m]
+            else:
+                X = cells.x[m]
+                df = np.bincount(X.indices[X.data > 0], minlength=X.shape[1])
+            idf = cells.mask[:, j].sum() / (1.0 + df)
+            getattr(self.module, f"idf_{m}").copy_(torch.as_tensor(idf, dtype=torch.float32))
 
     def _init(self, data, spec, cells, config, seed):
         self.data, self.spec, self._cells, self.config = data, spec, cells, config

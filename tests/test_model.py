@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import scamort
 from scamort.metrics import foscttm, label_transfer_accuracy, leiden_sweep
@@ -198,3 +199,27 @@ def test_compiled_networks_train_like_eager(tiny_mdata):
         assert np.isfinite(model.get_latent_representation()).all()
         runs.append(model.history["elbo_train"].to_numpy())
     np.testing.assert_allclose(runs[1], runs[0], rtol=0.01)
+
+
+def test_tfidf_atac_input_follows_its_formula_and_is_saved(tiny_mdata, tmp_path):
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, atac_input="tfidf", seed=0)
+    X = tiny_mdata.mod["atac"].X.toarray() > 0
+    idf = X.shape[0] / (1.0 + X.sum(0))
+    assert np.allclose(model.module.idf_atac.numpy(), idf, rtol=1e-6)
+    # a cell's input: log1p(1e4 * (open / n_open) * idf) at its open peaks, nothing else
+    cells = model._cells
+    row = int(np.flatnonzero(cells.mask[:, 1])[0])
+    x = cells.tensors.batch(torch.tensor([row]))["x"]["atac"]
+    got = model.module.encoder_input("atac", x).dense()[0].numpy()
+    b = cells.x["atac"][row].toarray()[0] > 0
+    want = np.where(b, np.log1p(1e4 * b / b.sum() * idf), 0.0)
+    assert np.allclose(got, want, rtol=1e-5)
+    model.train(max_epochs=2, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
+    assert np.allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="atac_input"):
+        scamort.SCAMORT(tiny_mdata, atac_input="lsi")

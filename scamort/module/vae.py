@@ -46,6 +46,7 @@ class ModuleConfig:
     cross_reconstruction: bool = True
     single_view_weight: float = 1.0
     single_views: SingleViews = "all"
+    atac_input: Literal["binary", "tfidf"] = "binary"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -53,6 +54,7 @@ class ModuleConfig:
             check_option(f"likelihood of {m!r}", lik, DECODERS)
         check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
         check_option("single_views", self.single_views, {"all", "sample"})
+        check_option("atac_input", self.atac_input, {"binary", "tfidf"})
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
@@ -80,6 +82,27 @@ class MultiVAE(nn.Module):
         self.modalities = tuple(config.n_features)
         self.encoders = nn.ModuleDict({m: self._encoder(m) for m in self.modalities})
         self.decoders = nn.ModuleDict({m: self._decoder(m) for m in self.modalities})
+        # TF-IDF encoder input of ATAC: the inverse document frequency of every peak
+        # (n_cells / (1 + cells where it is open)), set from the data by the model.
+        for m in self._tfidf_modalities():
+            self.register_buffer(f"idf_{m}", torch.ones(config.n_features[m]))
+
+    def _tfidf_modalities(self) -> list[str]:
+        c = self.config
+        if c.atac_input != "tfidf":
+            return []
+        return [m for m in self.modalities if c.likelihoods[m] in ("bernoulli", "poisson")]
+
+    def encoder_input(self, m: str, x: SparseRows) -> SparseRows:
+        """What expert ``m`` reads: log1p counts (RNA), binarized peaks (ATAC), or with
+        ``atac_input="tfidf"`` log1p(1e4 * TF * IDF) of the binarized peaks."""
+        if m not in self._tfidf_modalities():
+            return self.decoders[m].encoder_input(x)
+        b = (x.val > 0).to(x.val.dtype)
+        rows = x.row_ids()
+        n_open = b.new_zeros(x.n_rows).index_add_(0, rows, b).clamp_min(1.0)
+        idf = getattr(self, f"idf_{m}")[x.col.long()]
+        return x.with_values(torch.log1p(1e4 * b * idf / n_open[rows]))
 
     def _encoder(self, m: str) -> GaussianEncoder:
         c = self.config
@@ -121,10 +144,10 @@ class MultiVAE(nn.Module):
         for j, m in enumerate(self.modalities):
             rows = mask[:, j].bool()
             if bool(rows.all()):
-                out.append(self.encoders[m](self.decoders[m].encoder_input(x[m]), cov_in))
+                out.append(self.encoders[m](self.encoder_input(m, x[m]), cov_in))
                 continue
             idx = rows.nonzero().squeeze(1)
-            inp = self.decoders[m].encoder_input(x[m].rows(idx))
+            inp = self.encoder_input(m, x[m].rows(idx))
             q = self.encoders[m](inp, cov_in[idx])
             loc = q.loc.new_zeros((n, d)).index_copy(0, idx, q.loc)
             scale = q.scale.new_ones((n, d)).index_copy(0, idx, q.scale)
