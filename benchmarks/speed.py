@@ -154,7 +154,7 @@ def report(rows: list[dict]) -> str:
     d = pd.DataFrame(rows)
     lines = []
     for device, dd in d.groupby("device", sort=False):
-        lines += [f"#### {device}", ""]
+        lines += [f"### On {device}", ""]
         lines.append("| data | method | " + " | ".join(COLUMNS) + " | scamort speed-up |")
         lines.append("|---" * (len(COLUMNS) + 3) + "|")
         for dataset, g in dd.groupby("dataset", sort=False):

@@ -14,9 +14,26 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("input", help=".h5mu (modalities rna/atac) or .h5ad (with --modality)")
     fit.add_argument(
         "--out",
-        required=True,
+        default=None,
         help="output file (.h5mu for MuData input, "
-        ".h5ad for AnnData input): the input plus obsm['X_scamort*']",
+        ".h5ad for AnnData input): the input plus obsm['X_scamort*'] (not with --backed)",
+    )
+    fit.add_argument(
+        "--backed",
+        action="store_true",
+        help="leave the counts on disk and stream them in chunks; the embeddings are "
+        "written into INPUT's obsm, chunk by chunk (for data larger than memory)",
+    )
+    fit.add_argument("--devices", type=int, default=1, help="devices (GPUs or CPU processes)")
+    fit.add_argument("--strategy", default="auto", help='e.g. "ddp" with --devices > 1')
+    fit.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="write DIR/last.ckpt every epoch (atomically)",
+    )
+    fit.add_argument(
+        "--resume", action="store_true", help="continue from DIR/last.ckpt when it exists"
     )
     fit.add_argument("--epochs", type=int, default=None, help="max epochs (default: by size)")
     fit.add_argument("--batch-key", default=None, help="obs column with the batch")
@@ -60,7 +77,9 @@ def fit(args) -> None:
     from ._io import read, write_atomic
     from .model import SCAMORT
 
-    data = read(args.input)
+    if args.backed == (args.out is not None):
+        raise ValueError("pass either --out FILE or --backed (results written into INPUT).")
+    data = read(args.input, backed="r+" if args.backed else None)
     is_mudata = Path(args.input).suffix == ".h5mu"
     if is_mudata:
         SCAMORT.setup_mudata(
@@ -77,7 +96,7 @@ def fit(args) -> None:
         layer = args.rna_layer if args.modality == "rna" else args.atac_layer
         SCAMORT.setup_anndata(data, modality=args.modality, layer=layer, batch_key=args.batch_key)
     expected = ".h5mu" if is_mudata else ".h5ad"
-    if Path(args.out).suffix != expected:
+    if args.out is not None and Path(args.out).suffix != expected:
         raise ValueError(f"--out must end in {expected} for a {Path(args.input).suffix} input.")
     model = SCAMORT(data, seed=args.seed)
     model.train(
@@ -85,7 +104,24 @@ def fit(args) -> None:
         accelerator=args.accelerator,
         seed=args.seed,
         progress_bar=not args.no_progress,
+        devices=args.devices,
+        strategy=args.strategy,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
     )
+    if model.global_rank != 0:  # other ranks of a distributed run write nothing
+        return
+    if args.backed:
+        keys = {"X_scamort": "joint"}
+        if is_mudata:
+            keys.update({f"X_scamort_{m}": m for m in model.spec.modalities})
+        for key, m in keys.items():
+            steps = args.refine_steps if m == "joint" else 0
+            model.write_latent_representation(key, modality=m, refine_steps=steps, seed=args.seed)
+        if args.save_model:
+            model.save(args.save_model, overwrite=True)
+        print(f"wrote obsm {list(keys)} into {args.input}")
+        return
     if args.refine_steps > 0:
         z, elbos = model.get_latent_representation(
             refine_steps=args.refine_steps, return_elbo=True, seed=args.seed

@@ -12,17 +12,18 @@ import anndata as ad
 import mudata as md
 
 
-def read(path: str | os.PathLike):
-    """Read a ``.h5mu`` as MuData or a ``.h5ad`` as AnnData."""
+def read(path: str | os.PathLike, backed: str | None = None):
+    """Read a ``.h5mu`` as MuData or a ``.h5ad`` as AnnData (``backed="r"/"r+"``: the
+    count matrices stay on disk)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input file {path} does not exist.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if path.suffix == ".h5mu":
-            return md.read_h5mu(path)
+            return md.read_h5mu(path, backed=backed)
         if path.suffix == ".h5ad":
-            return ad.read_h5ad(path)
+            return ad.read_h5ad(path, backed=backed)
     raise ValueError(f"{path}: expected a .h5mu or .h5ad file.")
 
 

@@ -110,3 +110,22 @@ def test_demo_end_to_end_small(tmp_path):
     gaps = pd.read_csv(out / "gaps.csv", index_col=0)
     assert len(gaps) == 15 and set(gaps["modality"]) == {"paired", "rna_only", "atac_only"}
     assert (out / "gap_vs_steps.png").exists() and (out / "gaps_by_cell_type.md").exists()
+
+
+def test_fit_backed_writes_into_the_input_and_checkpoints(tiny_mdata, tmp_path, capsys):
+    src = tmp_path / "in.h5mu"
+    tiny_mdata.write_h5mu(src)
+    ck = tmp_path / "ck"
+    args = ["fit", str(src), "--backed", "--epochs", "2", "--batch-key", "batch"]
+    assert main([*args, "--checkpoint-dir", str(ck), "--no-progress"]) == 0
+    assert (ck / "last.ckpt").exists()
+    result = md.read_h5mu(src)
+    status = result.obs["modality"].to_numpy()
+    assert result.obsm["X_scamort"].shape == (tiny_mdata.n_obs, 20)
+    assert np.isfinite(result.obsm["X_scamort"]).all()
+    assert np.isnan(np.asarray(result.obsm["X_scamort_rna"])[status == "atac_only"]).all()
+    # the counts were left as they were
+    assert abs(result["atac"].X - tiny_mdata["atac"].X).sum() == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "o.h5mu")]) == 2
+    assert "either --out" in capsys.readouterr().err
