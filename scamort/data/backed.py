@@ -114,7 +114,7 @@ def _read_rows(source, rows: np.ndarray, n_features: int, m: str) -> sp.csr_matr
     if len(rows) == 0:
         return sp.csr_matrix((0, n_features), dtype=np.float32)
     lo, hi = int(rows.min()), int(rows.max()) + 1
-    if hi - lo <= 2 * len(rows) + 1024:  # close together: one contiguous read
+    if hi - lo <= 3 * len(rows) + 64:  # close together: one contiguous read
         return as_counts(source[lo:hi], where)[rows - lo]
     unique, inverse = np.unique(rows, return_inverse=True)
     return as_counts(source[unique], where)[inverse]
