@@ -20,22 +20,14 @@ after opening the file, so the growth with cells can be read off. Rows go to ``-
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
-from quality import replace_block
+from quality import append_row, in_fresh_process, machine, peak_rss_gb, read_rows, replace_block
 
 HERE = Path(__file__).resolve().parent
-
-
-def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _current_rss_gb() -> float:
@@ -82,7 +74,7 @@ def run_job(path: str, steps: int) -> dict:
     model.write_latent_representation("X_scamort")
     row["write latent (s)"] = time.perf_counter() - t
     row["chunks"] = n_chunks
-    row["peak RSS (GB)"] = _rss_gb()
+    row["peak RSS (GB)"] = peak_rss_gb()
     return row
 
 
@@ -124,20 +116,15 @@ def main(argv=None):
     if not a.report:
         for n in a.cells:
             path = write(n, a.peaks, a.cache)
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                row = pool.submit(run_job, str(path), a.steps).result()
             row = {
                 "cells": n,
                 "peaks": a.peaks,
                 "file (GB)": path.stat().st_size / 2**30,
-                **row,
-                "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+                **in_fresh_process(run_job, str(path), a.steps),
+                "machine": machine(),
             }
-            print(json.dumps(row), flush=True)
-            with open(a.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in open(a.out)] if a.out.exists() else []
-    replace_block(a.doc, "disk", report(rows))
+            append_row(a.out, row)
+    replace_block(a.doc, "disk", report(read_rows(a.out)))
 
 
 if __name__ == "__main__":

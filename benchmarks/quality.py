@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import time
 import warnings
@@ -250,6 +251,29 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a newly spawned process, so that its time and peak memory are its
+    own (a forked child would inherit the parent's high-water mark)."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The JSON-lines results in ``path`` (none when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Print a result and append it to the JSON-lines file ``path``."""
+    print(json.dumps(row), flush=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
+
+
 def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) -> dict:
     """One fit and its scores, in its own process."""
     import torch
@@ -418,11 +442,10 @@ def main(argv=None):
     p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
     out = Path(args.out)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    rows = read_rows(out)
     if not args.report:
         options = json.loads(args.options)
         done = {(r["dataset"], r["method"], r["seed"], r["epochs"], r.get("tag")) for r in rows}
-        ctx = get_context("spawn")
         for dataset in args.datasets:
             for seed in args.seeds:
                 for method in args.methods:
@@ -430,14 +453,10 @@ def main(argv=None):
                         continue
                     if (dataset, method, seed, args.epochs, args.tag) in done:
                         continue
-                    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                        job = (dataset, method, seed, args.epochs, options)
-                        row = pool.submit(run_job, *job).result()
+                    row = in_fresh_process(run_job, dataset, method, seed, args.epochs, options)
                     row["tag"] = args.tag
-                    print(json.dumps(row), flush=True)
+                    append_row(out, row)
                     rows.append(row)
-                    with out.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
     write_report(rows, Path(args.doc))
     print(report(rows))
 

@@ -28,18 +28,22 @@ included) and peak device memory. Rows are appended to ``--out`` (JSON lines) an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from quality import multivi_model, peak_rss_gb, replace_block
+from quality import (
+    append_row,
+    in_fresh_process,
+    machine,
+    multivi_model,
+    peak_rss_gb,
+    read_rows,
+    replace_block,
+)
 
 HERE = Path(__file__).resolve().parent
 MULTIVI_DEFAULT_EPOCHS = 500
@@ -55,11 +59,11 @@ def _n_cells(dataset: str) -> int:
 def data_path(dataset: str, cache: Path) -> Path:
     """The dataset as .h5mu in ``cache``, written on first use."""
     import scamort
+    from scamort._io import write_atomic
 
     path = cache / f"{dataset}.h5mu"
     if path.exists():
         return path
-    cache.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dataset == "snare":
@@ -68,9 +72,7 @@ def data_path(dataset: str, cache: Path) -> Path:
             mdata = scamort.datasets.simulate_multiome(
                 n_cells=_n_cells(dataset), n_genes=2_000, n_peaks=25_000, n_cell_types=10
             )
-        tmp = path.with_suffix(".tmp.h5mu")
-        mdata.write(tmp)
-        os.replace(tmp, path)
+        write_atomic(mdata, path)
     return path
 
 
@@ -193,23 +195,16 @@ def main(argv=None):
     p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     p.add_argument("--report", action="store_true", help="only rewrite the tables")
     args = p.parse_args(argv)
-    rows = [json.loads(x) for x in args.out.read_text().splitlines()] if args.out.exists() else []
+    rows = read_rows(args.out)
     if not args.report:
-        ctx = get_context("spawn")
         for dataset in args.datasets:
-            # simulated in its own process: a child inherits its parent's peak RSS
-            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                path = pool.submit(data_path, dataset, args.cache).result()
+            # simulated in its own process: the jobs must not inherit its peak RSS
+            path = in_fresh_process(data_path, dataset, args.cache)
             for method in args.methods:
-                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                    row = pool.submit(
-                        run_job, dataset, method, str(path), args.epochs, args.refine_cells
-                    ).result()
-                row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores"
-                print(json.dumps(row), flush=True)
+                job = (dataset, method, str(path), args.epochs, args.refine_cells)
+                row = {**in_fresh_process(run_job, *job), "machine": machine()}
+                append_row(args.out, row)
                 rows.append(row)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
     replace_block(args.doc, "speed", report(rows))
     print(report(rows))
 
