@@ -111,33 +111,28 @@ def fit(args) -> None:
     )
     if model.global_rank != 0:  # other ranks of a distributed run write nothing
         return
-    if args.backed:
-        keys = {"X_scamort": "joint"}
-        if is_mudata:
-            keys.update({f"X_scamort_{m}": m for m in model.spec.modalities})
-        for key, m in keys.items():
-            steps = args.refine_steps if m == "joint" else 0
-            model.write_latent_representation(key, modality=m, refine_steps=steps, seed=args.seed)
-        if args.save_model:
-            model.save(args.save_model, overwrite=True)
-        print(f"wrote obsm {list(keys)} into {args.input}")
-        return
-    if args.refine_steps > 0:
+    keys = {"X_scamort": "joint"}
+    if is_mudata:
+        keys.update({f"X_scamort_{m}": m for m in model.spec.modalities})
+    todo = dict(keys)
+    if args.refine_steps > 0 and not args.backed:
+        # in a copy of the input, the per-cell ELBOs before / after refinement go to obs
         z, elbos = model.get_latent_representation(
             refine_steps=args.refine_steps, return_elbo=True, seed=args.seed
         )
         data.obs["elbo_amortized"] = elbos["elbo_amortized"].to_numpy()
         data.obs["elbo_refined"] = elbos["elbo_refined"].to_numpy()
-    else:
-        z = model.get_latent_representation()
-    data.obsm["X_scamort"] = z
-    if is_mudata:
-        for m in model.spec.modalities:
-            data.obsm[f"X_scamort_{m}"] = model.get_latent_representation(modality=m)
-    write_atomic(data, args.out)
+        data.obsm["X_scamort"] = z
+        del todo["X_scamort"]
+    # backed input: written into the file chunk by chunk; otherwise into data.obsm
+    for key, m in todo.items():
+        steps = args.refine_steps if m == "joint" else 0
+        model.write_latent_representation(key, modality=m, refine_steps=steps, seed=args.seed)
+    if not args.backed:
+        write_atomic(data, args.out)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
-    print(f"wrote {args.out}: obsm {sorted(k for k in data.obsm if k.startswith('X_scamort'))}")
+    print(f"wrote {args.input if args.backed else args.out}: obsm {sorted(keys)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -520,10 +520,21 @@ class SCAMORT:
         self._check_modality(modality)
         data = self.data if data is None else data
         cells = self._cell_data(data)
-        args = (modality, batch_size, refine_steps, refine_lr)
 
         def latent(indices):
-            return self._latent(cells, modality, indices, True, *args[1:], 1, None, False, seed)
+            return self._latent(
+                cells,
+                modality,
+                indices,
+                give_mean=True,
+                batch_size=batch_size,
+                refine_steps=refine_steps,
+                refine_lr=refine_lr,
+                refine_samples=1,
+                refine_tol=None,
+                return_elbo=False,
+                seed=seed,
+            )
 
         if not isinstance(cells, BackedCells):
             data.obsm[key] = latent(None)

@@ -65,7 +65,7 @@ def simulate_multiome(
     cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
     rna = sp.vstack([p[4] for p in parts], format="csr")
     atac = sp.vstack([p[5] for p in parts], format="csr")
-    obs = _obs(0, cell_type, batch, status)
+    obs = _obs(cell_type, batch, status)
     names = obs.index
     has_rna, has_atac = status != "atac_only", status != "rna_only"
     mods = {
@@ -122,18 +122,18 @@ def _blocks(
     return rng, blocks
 
 
-def _names(prefix: str, n: int, start: int = 0) -> list[str]:
-    return [f"{prefix}_{i}" for i in range(start, start + n)]
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}_{i}" for i in range(n)]
 
 
-def _obs(start: int, cell_type, batch, status) -> pd.DataFrame:
+def _obs(cell_type, batch, status) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "cell_type": pd.Categorical([f"type_{t}" for t in cell_type]),
             "batch": pd.Categorical([f"batch_{b}" for b in batch]),
             "modality": pd.Categorical(status, categories=["paired", "rna_only", "atac_only"]),
         },
-        index=pd.Index(_names("cell", len(status), start)),
+        index=pd.Index(_names("cell", len(status))),
     )
 
 
@@ -232,7 +232,7 @@ def write_simulated_multiome(
                 del store[m]
             kept, nnz = _append_counts(store, args, fixes)
         cell_type, batch, status, z = (np.concatenate(kept[k]) for k in kept)
-        obs = _obs(0, cell_type, batch, status)
+        obs = _obs(cell_type, batch, status)
         has = {"rna": status != "atac_only", "atac": status != "rna_only"}
         # The MuData's tables with empty count matrices of the right shapes, written by
         # mudata; then the counts are copied in from the scratch store.
