@@ -119,12 +119,7 @@ class SCAMORT:
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():
             j = spec.modalities.index(m)
-            if isinstance(cells, BackedCells):
-                df = cells.feature_nnz[m]
-            else:
-                X = cells.x[m]
-                df = np.bincount(X.indices[X.data > 0], minlength=X.shape[1])
-            idf = cells.mask[:, j].sum() / (1.0 + df)
+            idf = cells.mask[:, j].sum() / (1.0 + cells.cells_per_feature(m))
             getattr(self.module, f"idf_{m}").copy_(torch.as_tensor(idf, dtype=torch.float32))
 
     def _init(self, data, spec, cells, config, seed):

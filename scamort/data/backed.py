@@ -39,7 +39,7 @@ class BackedCells:
     cov: np.ndarray  # (n_cells, K) int64
     n_features: dict[str, int]
     chunk_size: int = 4096
-    feature_nnz: dict[str, np.ndarray] | None = None  # filled by the validation pass
+    feature_cells: dict[str, np.ndarray] | None = None  # filled by the validation pass
 
     @property
     def n_cells(self) -> int:
@@ -67,12 +67,13 @@ class BackedCells:
             x[m] = _place(_read_rows(source, r[has], self.n_features[m], m), has, len(cells))
         return CellData(self.obs_names[cells], x, self.mask[cells], self.cov[cells])
 
-    def empty_features(self, m: str) -> np.ndarray:
-        return self.feature_nnz[m] == 0
+    def cells_per_feature(self, m: str) -> np.ndarray:
+        """(F,) number of cells with a stored count of each feature (from :meth:`validate`)."""
+        return self.feature_cells[m]
 
     def validate(self) -> None:
         """One pass over the file: checks every count and that every cell has some;
-        records the number of cells in which each feature is non-zero."""
+        records the number of cells in which each feature has a stored count."""
         nnz = {m: np.zeros(f, dtype=np.int64) for m, f in self.n_features.items()}
         for start, stop in self.chunks():
             part = self.take(np.arange(start, stop))
@@ -87,7 +88,7 @@ class BackedCells:
                     f"(e.g. {part.obs_names[empty][:3].tolist()}). Remove them, e.g. "
                     "scanpy.pp.filter_cells(adata, min_counts=1) on each modality."
                 )
-        self.feature_nnz = nnz
+        self.feature_cells = nnz
 
 
 def is_backed_matrix(X) -> bool:

@@ -87,9 +87,9 @@ class CellData:
             self.cov[idx],
         )
 
-    def empty_features(self, m: str) -> np.ndarray:
-        """(F,) True for the features of ``m`` with no count in any cell."""
-        return np.bincount(self.x[m].indices, minlength=self.x[m].shape[1]) == 0
+    def cells_per_feature(self, m: str) -> np.ndarray:
+        """(F,) number of cells with a stored count of each feature of ``m``."""
+        return np.bincount(self.x[m].indices, minlength=self.x[m].shape[1])
 
     @cached_property
     def tensors(self):
@@ -262,7 +262,7 @@ def register(
     )
     cell_data = to_cell_data(data, spec, chunk_size)
     for j, m in enumerate(names):
-        empty = cell_data.empty_features(m)
+        empty = cell_data.cells_per_feature(m) == 0
         if empty.any():
             raise DataError(
                 f"{int(empty.sum())} features of modality {m!r} have zero counts in every "
