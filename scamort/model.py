@@ -243,8 +243,6 @@ class SCAMORT:
         max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
         if not 0 <= validation_fraction < 1:
             raise ValueError("validation_fraction must be in [0, 1).")
-        if early_stopping and validation_fraction == 0:
-            raise ValueError("early_stopping needs validation cells: set validation_fraction > 0.")
         if isinstance(self._cells, BackedCells):
             train_loader, val_loader = self._chunk_loaders(
                 validation_fraction, batch_size, seed, buffer_chunks
@@ -267,7 +265,7 @@ class SCAMORT:
             )
         if early_stopping and val_loader is None:
             raise ValueError(
-                "early_stopping needs validation cells: raise validation_fraction (backed "
+                "early_stopping needs validation cells: set validation_fraction > 0 (backed "
                 "data hold out whole chunks, so it needs at least one chunk's worth)."
             )
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
