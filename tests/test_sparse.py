@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import scamort
 from scamort.data import CellTensors, make_loader, resolve_placement
-from scamort.likelihoods import log_bernoulli, log_poisson, peak_bernoulli_log_lik
+from scamort.likelihoods import bernoulli, log_bernoulli, log_poisson, peak_bernoulli_log_lik
 from scamort.nn import DECODERS, SparseRows
 
 rng = np.random.default_rng(0)
@@ -47,7 +47,9 @@ def _bernoulli_inputs(dtype):
     return a, r, c, y
 
 
-def test_fused_bernoulli_matches_dense_value_and_gradient():
+@pytest.mark.parametrize("chunk_entries", [1 << 20, 600])  # one chunk; 2 rows a chunk
+def test_fused_bernoulli_matches_dense_value_and_gradient(monkeypatch, chunk_entries):
+    monkeypatch.setattr(bernoulli, "_CHUNK_ENTRIES", chunk_entries)
     a, r, c, y = _bernoulli_inputs(torch.float64)
     ref = log_bernoulli(y, F.logsigmoid(a) + F.logsigmoid(r) + F.logsigmoid(c)).sum(-1)
     s = SparseRows.from_dense(y)

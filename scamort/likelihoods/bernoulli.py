@@ -52,8 +52,16 @@ class PeakBernoulli(Distribution):
 
 
 # Rows per chunk of the fused likelihood: about 2^20 entries, so the temporaries of a
-# chunk stay in cache and only one (cells x peaks) tensor is kept for the backward pass.
+# chunk stay in cache and no (cells x peaks) temporary is ever formed whole.
 _CHUNK_ENTRIES = 1 << 20
+
+
+def _log_p_log_q(a, ls_r, log_cell):
+    """Clamped log p, log(1 - p) and the mask of entries the clamp left alone."""
+    log_p = F.logsigmoid(a).add_(ls_r).add_(log_cell)
+    inside = log_p < _MAX_LOG_P
+    log_p.clamp_(max=_MAX_LOG_P)
+    return log_p, log1mexp(log_p), inside
 
 
 class _PeakBernoulliSparse(torch.autograd.Function):
@@ -61,52 +69,59 @@ class _PeakBernoulliSparse(torch.autograd.Function):
     with y given by its open entries only.
 
     sum_p log(1 - p_np) is summed over all peaks in row chunks, then each open entry adds
-    log p - log(1 - p). The gradient with respect to log p is formed in the same pass and
-    kept (one N x P tensor) for the backward pass, instead of autograd's chain of
-    elementwise intermediates.
+    log p - log(1 - p). Only the logits are kept for the backward pass, which recomputes
+    the chunk's terms and writes the gradient with respect to the logits straight into
+    its output, chunk by chunk. The one (cells x peaks) tensor alive besides the logits
+    is that gradient, which autograd needs anyway.
     """
 
     @staticmethod
     def forward(ctx, a, region_logit, log_cell, rid, cid, open_w):
         n, p = a.shape
         ls_r = F.logsigmoid(region_logit)
-        need_grad = any(ctx.needs_input_grad[:3])
         ll = a.new_empty(n)
-        g = torch.empty_like(a) if need_grad else None
         step = max(1, _CHUNK_ENTRIES // max(p, 1))
         for s in range(0, n, step):
             e = min(n, s + step)
-            log_p = F.logsigmoid(a[s:e]).add_(ls_r).add_(log_cell[s:e])
-            inside = log_p < _MAX_LOG_P
-            log_p.clamp_(max=_MAX_LOG_P)
-            log_q = log1mexp(log_p)  # log(1 - p)
-            ll[s:e] = log_q.sum(1)
-            if need_grad:  # d/dlog p of log(1 - p) = -p / (1 - p), 0 where clamped
-                torch.sub(log_p, log_q, out=g[s:e]).exp_().neg_().mul_(inside)
-        # Open entries: + log p - log(1 - p); its derivative in log p is 1 / (1 - p).
-        log_p = F.logsigmoid(a[rid, cid]) + ls_r[cid] + log_cell[rid, 0]
-        inside = (log_p < _MAX_LOG_P).to(a.dtype)
-        log_p = log_p.clamp(max=_MAX_LOG_P)
-        log_q = log1mexp(log_p)
+            ll[s:e] = _log_p_log_q(a[s:e], ls_r, log_cell[s:e])[1].sum(1)
+        # Open entries: + log p - log(1 - p).
+        log_p, log_q, _ = _log_p_log_q(a[rid, cid], ls_r[cid], log_cell[rid, 0])
         ll.index_add_(0, rid, open_w * (log_p - log_q))
-        if need_grad:
-            g.index_put_((rid, cid), open_w * inside * torch.exp(-log_q), accumulate=True)
-            ctx.save_for_backward(g, a, region_logit)
+        ctx.save_for_backward(a, region_logit, log_cell, rid, cid, open_w)
         return ll
 
     @staticmethod
     def backward(ctx, grad_ll):
-        g, a, region_logit = ctx.saved_tensors
-        grad_a = grad_r = grad_c = None
-        weighted = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            weighted = g * grad_ll[:, None]
-        if ctx.needs_input_grad[1]:
-            grad_r = weighted.sum(0) * torch.sigmoid(-region_logit)
-        if ctx.needs_input_grad[0]:
-            grad_a = weighted.mul_(torch.sigmoid(-a))
-        if ctx.needs_input_grad[2]:
-            grad_c = (g.sum(1) * grad_ll)[:, None]
+        # d/dlog p: -p / (1 - p) for every entry, + 1 / (1 - p) more for an open one,
+        # 0 where the clamp held log p; d log p / da = sig(-a), d log p / dr = sig(-r).
+        a, region_logit, log_cell, rid, cid, open_w = ctx.saved_tensors
+        need_a, need_r, need_c = ctx.needs_input_grad[:3]
+        n, p = a.shape
+        ls_r = F.logsigmoid(region_logit)
+        grad_a = torch.empty_like(a) if need_a else None
+        sum_r = a.new_zeros(p)  # sum_n grad_ll_n dll_n/dlog p_np
+        sum_c = a.new_empty(n)  # sum_p dll_n/dlog p_np
+        step = max(1, _CHUNK_ENTRIES // max(p, 1))
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            log_p, log_q, inside = _log_p_log_q(a[s:e], ls_r, log_cell[s:e])
+            g = log_p.sub_(log_q).exp_().neg_().mul_(inside)
+            sum_c[s:e] = g.sum(1)
+            g.mul_(grad_ll[s:e, None])
+            if need_r:
+                sum_r += g.sum(0)
+            if need_a:
+                torch.mul(g, torch.sigmoid(-a[s:e]), out=grad_a[s:e])
+        log_p, log_q, inside = _log_p_log_q(a[rid, cid], ls_r[cid], log_cell[rid, 0])
+        g = open_w * inside * torch.exp(-log_q)
+        sum_c.index_add_(0, rid, g)
+        g = g * grad_ll[rid]
+        if need_r:
+            sum_r.index_add_(0, cid, g)
+        if need_a:
+            grad_a.index_put_((rid, cid), g * torch.sigmoid(-a[rid, cid]), accumulate=True)
+        grad_r = sum_r * torch.sigmoid(-region_logit) if need_r else None
+        grad_c = (sum_c * grad_ll)[:, None] if need_c else None
         return grad_a, grad_r, grad_c, None, None, None
 
 
@@ -124,7 +139,8 @@ def peak_bernoulli_log_lik(
     log sig(c_n); the observed peaks are the entries (rid, cid) with weight ``open_w``
     (1 for an open peak, 0 for an explicitly stored zero). Equals
     ``log_bernoulli(y, logsigmoid(a) + logsigmoid(r) + log_cell).sum(-1)`` without ever
-    forming y densely, in about a third of the time and memory. Always evaluated in
+    forming y densely, in about a third of the time and memory (only the logits are
+    kept for the backward pass). Always evaluated in
     float32, also under bf16 autocast (the decoder's matmul may run in bf16).
     """
     with torch.autocast(logits.device.type, enabled=False):
