@@ -375,12 +375,11 @@ class SCAMORT:
         if resolve_placement("auto", self.device, store.nbytes):
             store = store.to(self.device)
         for start in range(0, len(idx), batch_size):
-            block = torch.from_numpy(idx[start : start + batch_size])
-            yield _to(store.batch(block), self.device)
+            yield _to(store.batch(idx[start : start + batch_size]), self.device)
 
     def _posterior(self, batch: dict, modality: str) -> Normal:
         """q(z | the cell's modalities) for 'joint', or one expert with the prior."""
-        experts = self.module.experts(batch["x"], batch["mask"], batch["cov"])
+        experts = self.module.experts(batch["x"], batch["mask"], batch["cov"], batch["mask_host"])
         return product_of_experts(experts, self._view_mask(batch["mask"], modality))
 
     def _view_mask(self, mask: torch.Tensor, modality: str) -> torch.Tensor:
@@ -607,16 +606,17 @@ class SCAMORT:
 
     def _log_lik(self, batch: dict, modality: str) -> LogLik:
         """log p(x_n | z) for z of shape (S, N, D), over the modalities the posterior uses."""
-        x, cov = batch["x"], batch["cov"]
-        mask = self._view_mask(batch["mask"], modality)
+        x, cov, has = batch["x"], batch["cov"], batch["mask_host"]
+        if modality != "joint":
+            has = has & (np.arange(has.shape[1]) == self.spec.modalities.index(modality))
         with torch.no_grad():
-            log_sizes = self.module.log_sizes(x, batch["mask"])
+            log_sizes = self.module.log_sizes(x, batch["mask"], batch["mask_host"])
 
         def log_lik(z: torch.Tensor) -> torch.Tensor:
             s, n, d = z.shape
-            cells = torch.arange(n, device=z.device).repeat(s)  # row s * n + i is cell i
+            cells = np.tile(np.arange(n), s)  # row s * n + i is cell i
             ll = self.module.log_likelihood(
-                z.reshape(s * n, d), x, mask[cells], cov, log_sizes, cells
+                z.reshape(s * n, d), x, has[cells], cov, log_sizes, cells
             )
             return ll.reshape(s, n)
 
@@ -790,8 +790,13 @@ def _registered(data) -> tuple[DataSpec, CellData]:
 
 
 def _to(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device``; its host arrays (``mask_host``) stay."""
+
+    def move(v):
+        return v if isinstance(v, np.ndarray) else v.to(device)
+
     return {
-        k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
+        k: ({m: move(t) for m, t in v.items()} if isinstance(v, dict) else move(v))
         for k, v in batch.items()
     }
 

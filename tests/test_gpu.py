@@ -60,3 +60,34 @@ def test_refinement_on_gpu_matches_cpu(tiny_mdata):
     gain_cpu = (cpu["elbo_refined"] - cpu["elbo_amortized"]).mean()
     gain_gpu = (gpu["elbo_refined"] - gpu["elbo_amortized"]).mean()
     assert abs(gain_gpu - gain_cpu) < 0.2 * gain_cpu
+
+
+@pytest.mark.gpu
+def test_a_training_step_makes_no_host_device_synchronisation(tiny_mdata):
+    """Gather, loss, backward and the fused AdamW step under CUDA's sync debug mode, which
+    raises on any call that makes the host wait for the device (.item(), a blocking copy,
+    nonzero...). The CPU twin of this test runs the same step on the meta device."""
+    import torch
+
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
+    module = model.module.to("cuda")
+    store = model._cells.tensors.to("cuda")
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3, fused=True)
+    idx = np.random.default_rng(0).permutation(store.n_cells)[:64]
+
+    def step():
+        out = module.loss(store.batch(idx), 0.5)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.loss
+
+    step()  # first step: lazy CUDA initialisation and allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(v).item() for v in losses)

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import scamort
 from scamort.metrics import foscttm, label_transfer_accuracy, leiden_sweep
@@ -210,7 +209,7 @@ def test_tfidf_atac_input_follows_its_formula_and_is_saved(tiny_mdata, tmp_path)
     # a cell's input: log1p(1e4 * (open / n_open) * idf) at its open peaks, nothing else
     cells = model._cells
     row = int(np.flatnonzero(cells.mask[:, 1])[0])
-    x = cells.tensors.batch(torch.tensor([row]))["x"]["atac"]
+    x = cells.tensors.batch(np.array([row]))["x"]["atac"]
     got = model.module.encoder_input("atac", x).dense()[0].numpy()
     b = cells.x["atac"][row].toarray()[0] > 0
     want = np.where(b, np.log1p(1e4 * b / b.sum() * idf), 0.0)

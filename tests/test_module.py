@@ -1,8 +1,11 @@
 """The torch module on raw tensors: paired and unpaired masks, no AnnData involved."""
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
+from scamort.data import CellTensors
 from scamort.module import ModuleConfig, MultiVAE
 from scamort.nn import SparseRows
 from scamort.train import kl_weight
@@ -96,12 +99,13 @@ def test_rna_only_batch_gives_atac_networks_no_gradient():
 
 def test_single_views_only_for_paired_cells():
     module = _module()
-    views = module.views(MIXED)
+    views = module.views(MIXED, MIXED.bool().numpy())
     assert len(views) == 3
     joint, rna_only_view, atac_only_view = views
-    assert joint[1].all()
-    assert rna_only_view[1].tolist() == [True] * 4 + [False] * 8
+    assert joint[2].tolist() == list(range(N))
+    assert rna_only_view[2].tolist() == atac_only_view[2].tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(rna_only_view[0][:4], torch.tensor([[1.0, 0.0]] * 4))
+    assert rna_only_view[1][:4].tolist() == [[True, False]] * 4
     # With weight 0 on the single views, the loss is the joint ELBO alone.
     module0 = _module(single_view_weight=0.0)
     torch.manual_seed(0)
@@ -153,10 +157,12 @@ def test_sampled_single_views_are_one_per_paired_cell_and_unbiased():
     total = torch.zeros(2, N)
     draws = 4000
     for _ in range(draws):
-        _, *singles = module.views(MIXED)
-        uses = torch.stack([u for _, u, _ in singles])
+        _, *singles = module.views(MIXED, MIXED.bool().numpy())
+        uses = torch.zeros(2, N)
+        for k, (_, _, cells, _) in enumerate(singles):
+            uses[k, cells] = 1.0
         assert uses[:, :4].sum(0).tolist() == [1] * 4 and not uses[:, 4:].any()
-        total += torch.stack([u * w for _, u, w in singles])
+        total += torch.stack([uses[k] * w for k, (*_, w) in enumerate(singles)])
     # Binomial(4000, 1/2) * 2 / 4000 has sd 0.016: 0.06 is ~4 sd.
     torch.testing.assert_close(total[:, :4] / draws, torch.ones(2, 4), atol=0.06, rtol=0)
     out = module.loss(_batch(MIXED))
@@ -194,3 +200,31 @@ def test_bf16_autocast_matches_float32(device):
         got = module.loss(batch).elbo
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, rtol=0.01, atol=0.0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"refine_steps": 2},
+        {"single_views": "sample", "atac": "poisson"},
+        {"atac_input": "tfidf", "encode_covariates": True},
+    ],
+)
+def test_a_training_step_reads_nothing_back_from_the_device(options):
+    """Gathering a minibatch, the loss (refinement included) and its backward run on the
+    meta device, where every op whose output size depends on the values (nonzero,
+    boolean indexing, .item(), bool(tensor), .cpu()) raises: every index set and size
+    comes from the host, so on a GPU a step never waits for the device."""
+    refine_steps = options.pop("refine_steps", 0)
+    b = _dense_batch(MIXED)
+    x = {m: SparseRows.from_scipy(sp.csr_matrix(v.numpy())) for m, v in b["x"].items()}
+    store = CellTensors(x, MIXED, b["cov"], MIXED.bool().numpy()).to("meta")
+    module = _module(**options).to("meta")
+    batch = store.batch(np.array([0, 5, 9, 2, 2, 11]))
+    out = module.loss(batch, 0.5, refine_steps=refine_steps)
+    assert out.loss.device.type == "meta" and out.elbo.shape == (6,)
+    out.loss.backward()
+    assert all(p.grad is not None for p in module.parameters())
+    # The check has teeth: without the host mask the mask is read back from the device.
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        module.experts(batch["x"], batch["mask"], batch["cov"])

@@ -19,8 +19,14 @@ X.data = np.ceil(X.data * 4)
 def test_rows_match_scipy_in_any_order_with_repeats():
     rows = SparseRows.from_scipy(X)
     idx = np.array([5, 0, 39, 5, 17, 3, 3])
-    got = rows.rows(torch.from_numpy(idx))
+    got = rows.rows(idx)  # sized on the host from host_crow
     np.testing.assert_array_equal(got.dense().numpy(), X[idx].toarray())
+    np.testing.assert_array_equal(got.host_crow, got.crow.numpy())
+    again = got.rows(np.array([6, 0]))  # a gathered block gathers again from the host
+    np.testing.assert_array_equal(again.dense().numpy(), X[[3, 5]].toarray())
+    on_device = SparseRows(rows.crow, rows.col, rows.val, rows.n_cols).rows(torch.tensor(idx))
+    assert on_device.host_crow is None
+    np.testing.assert_array_equal(on_device.dense().numpy(), X[idx].toarray())
     np.testing.assert_array_equal(rows.repeat(3).dense().numpy(), np.vstack([X.toarray()] * 3))
     np.testing.assert_allclose(rows.row_sums().numpy(), np.asarray(X.sum(1)).ravel())
     empty = rows.rows(torch.tensor([], dtype=torch.long))

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from .loaders import rank_and_world
 from .setup import CellData, DataError, as_counts, concat_cells
@@ -205,9 +204,9 @@ class ChunkBatches:
             for s in range(n_full):
                 if done == n_steps:
                     return
-                yield store.batch(torch.arange(s * step, (s + 1) * step))
+                yield store.batch(np.arange(s * step, (s + 1) * step))
                 done += 1
             rest = np.arange(n_full * step, part.n_cells)
             carry = part.subset(rest) if len(rest) else None
         if carry is not None and done < n_steps:
-            yield carry.tensors.batch(torch.arange(carry.n_cells))
+            yield carry.tensors.batch(np.arange(carry.n_cells))

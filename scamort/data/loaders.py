@@ -3,14 +3,18 @@
 Two data paths, one batch format:
 
 - **resident**: every count matrix (CSR), mask and covariate code is moved to the
-  training device once (:meth:`CellTensors.to`); the loader yields only index tensors
-  and the minibatch is gathered on the device (:meth:`CellTensors.batch`). On CPU this
-  is the only path (the "device" is the host).
+  training device once (:meth:`CellTensors.to`); the loader yields only the cells'
+  positions (a NumPy array, which stays on the host) and the minibatch is gathered on
+  the device (:meth:`CellTensors.batch`). On CPU this is the only path (the "device" is
+  the host).
 - **streamed**: the data stay in host memory; the loader gathers each minibatch on the
   host, in pinned memory when the target is a GPU, and Lightning copies it over.
 
 Either way a minibatch is sliced with tensor operations over the CSR arrays (no Python
-loop over rows) and is never densified on the host.
+loop over rows) and is never densified on the host. Every minibatch carries a host copy
+of its modality mask (``mask_host``) and its CSR row offsets, from which the model reads
+every index set and size it needs: a training step makes no host-device
+synchronisation.
 
 The order of cells is a function of ``(seed, epoch)`` alone (:class:`EpochBatches`), so a
 run resumed from a checkpoint sees the same minibatches as one that was never stopped.
@@ -35,11 +39,13 @@ Placement = Literal["auto", "device", "host"]
 
 @dataclass
 class CellTensors:
-    """All cells as tensors: sparse counts per modality, (N, M) mask, (N, K) codes."""
+    """All cells as tensors: sparse counts per modality, (N, M) mask, (N, K) codes, and
+    the mask on the host as well (``mask_host``, bool), for index sets."""
 
     x: dict[str, SparseRows]
     mask: torch.Tensor  # float32
     cov: torch.Tensor  # int64
+    mask_host: np.ndarray  # (N, M) bool, always on the host
 
     @property
     def n_cells(self) -> int:
@@ -62,15 +68,19 @@ class CellTensors:
             {m: r.to(device, non_blocking) for m, r in self.x.items()},
             self.mask.to(device, non_blocking=non_blocking),
             self.cov.to(device, non_blocking=non_blocking),
+            self.mask_host,
         )
 
-    def batch(self, idx: torch.Tensor) -> dict:
-        """The minibatch of cells ``idx``, gathered where the tensors live."""
-        idx = idx.to(self.device)
+    def batch(self, idx: np.ndarray) -> dict:
+        """The minibatch of cells ``idx`` (host positions), gathered where the tensors
+        live, without a synchronisation."""
+        idx = np.asarray(idx, dtype=np.int64)
+        on_device = torch.from_numpy(idx).to(self.device, non_blocking=True)
         return {
             "x": {m: r.rows(idx) for m, r in self.x.items()},
-            "mask": self.mask[idx],
-            "cov": self.cov[idx],
+            "mask": self.mask[on_device],
+            "cov": self.cov[on_device],
+            "mask_host": self.mask_host[idx],
         }
 
 
@@ -85,8 +95,14 @@ class _Batches(Dataset):
         return len(self.indices)
 
     def __getitem__(self, batch: np.ndarray):
-        idx = torch.from_numpy(self.indices[batch])
+        idx = self.indices[batch]
         return idx if self.resident else self.store.batch(idx)
+
+
+def _as_is(batch):
+    """The loader's items unchanged: positions stay a NumPy array on the host (the
+    default conversion would make them a tensor, which Lightning moves to the GPU)."""
+    return batch
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -154,6 +170,7 @@ def make_loader(
         ds,
         sampler=EpochBatches(len(ds), batch_size, shuffle, seed),
         batch_size=None,
+        collate_fn=_as_is,
         num_workers=0,
         pin_memory=pin_memory and not resident,
     )

@@ -100,6 +100,7 @@ class CellData:
             {m: SparseRows.from_scipy(X) for m, X in self.x.items()},
             torch.from_numpy(self.mask.astype(np.float32)),
             torch.from_numpy(self.cov),
+            np.asarray(self.mask, dtype=bool),
         )
 
 

@@ -8,6 +8,8 @@ log(1 - p) from log p with a stable log1mexp, so no probability is ever rounded 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
@@ -143,7 +145,13 @@ def peak_bernoulli_log_lik(
     kept for the backward pass). Always evaluated in
     float32, also under bf16 autocast (the decoder's matmul may run in bf16).
     """
-    with torch.autocast(logits.device.type, enabled=False):
+    device = logits.device.type
+    no_autocast = (
+        torch.autocast(device, enabled=False)
+        if torch.amp.is_autocast_available(device)
+        else contextlib.nullcontext()
+    )
+    with no_autocast:
         return _PeakBernoulliSparse.apply(
             logits.float(), region_logit.float(), log_cell.float(), rid, cid, open_w.float()
         )

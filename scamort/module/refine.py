@@ -115,7 +115,7 @@ def refine(
         if fixed_noise:  # the value at the current iterate is the objective itself
             with torch.no_grad():
                 _keep_better(value, best, best_mu, best_ls, mu, log_sigma)
-        before = (mu.detach().clone(), log_sigma.detach().clone())
+        before = (mu.detach().clone(), log_sigma.detach().clone()) if tol is not None else None
         # autograd.grad, not backward(): gradients reach (mu, log_sigma) only, never the
         # .grad of model parameters (refinement also runs inside a training step).
         mu.grad, log_sigma.grad = torch.autograd.grad(-value.sum(), [mu, log_sigma])
@@ -137,9 +137,10 @@ def refine(
                 loc,
                 scale,
             )[:2]
-        moved = max((mu - before[0]).abs().max().item(), (log_sigma - before[1]).abs().max().item())
-        if tol is not None and moved < tol:
-            break
+        if tol is not None:  # reads a number back from the device: only when asked
+            moved = torch.maximum((mu - before[0]).abs().max(), (log_sigma - before[1]).abs().max())
+            if moved.item() < tol:
+                break
     out_loc, out_scale, after = _final(
         log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc, scale
     )
@@ -151,7 +152,8 @@ def refine(
 def _keep_better(value, best, best_mu, best_ls, mu, log_sigma) -> None:
     better = value > best
     best.copy_(torch.where(better, value, best))
-    best_mu[better], best_ls[better] = mu[better], log_sigma[better]
+    best_mu.copy_(torch.where(better[:, None], mu, best_mu))
+    best_ls.copy_(torch.where(better[:, None], log_sigma, best_ls))
 
 
 @torch.no_grad()

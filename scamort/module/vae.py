@@ -4,6 +4,12 @@ It knows nothing of AnnData. A minibatch is a dict:
     x     {modality: SparseRows, N rows x F_m counts}; rows of cells lacking m are never read
     mask  (N, M) float, 1 where cell n has modality m (the order of ``config.n_features``)
     cov   (N, K) int64 category codes; column 0 is the batch
+    mask_host  (optional) the same mask as a NumPy bool array on the host
+
+Every index set (which cells have a modality, which cells a view uses) is read from the
+host mask and every gathered block is sized from host row offsets, so a training step
+never waits for the device to report a shape: no host-device synchronisation per step.
+Without ``mask_host`` the mask is copied to the host once per call.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
@@ -22,6 +29,16 @@ from .refine import refine
 Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]
 SingleViews = Literal["all", "sample"]
+
+
+def host_mask(mask: torch.Tensor, host: np.ndarray | None = None) -> np.ndarray:
+    """The (N, M) modality mask as a host bool array (``host`` when the batch has it)."""
+    return np.asarray(mask.detach().bool().cpu()) if host is None else host
+
+
+def _on(idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host index array on ``device``, copied without waiting for the device."""
+    return torch.from_numpy(idx).to(device, non_blocking=True)
 
 
 def check_option(name: str, value, valid) -> None:
@@ -130,7 +147,11 @@ class MultiVAE(nn.Module):
         return one_hot_covariates(cov, self.config.n_categories)
 
     def experts(
-        self, x: dict[str, SparseRows], mask: torch.Tensor, cov: torch.Tensor
+        self,
+        x: dict[str, SparseRows],
+        mask: torch.Tensor,
+        cov: torch.Tensor,
+        mask_host: np.ndarray | None = None,
     ) -> list[Normal]:
         """One Normal per modality, shape (N, D). Rows of cells lacking m are N(0, 1)
         placeholders; the encoder never sees them and the product of experts drops them."""
@@ -139,33 +160,37 @@ class MultiVAE(nn.Module):
             if self.config.encode_covariates
             else cov.new_zeros((cov.shape[0], 0), dtype=torch.float32)
         )
+        has = host_mask(mask, mask_host)
         n, d = mask.shape[0], self.config.n_latent
         out = []
         for j, m in enumerate(self.modalities):
-            rows = mask[:, j].bool()
-            if bool(rows.all()):
+            if has[:, j].all():
                 out.append(self.encoders[m](self.encoder_input(m, x[m]), cov_in))
                 continue
-            idx = rows.nonzero().squeeze(1)
-            inp = self.encoder_input(m, x[m].rows(idx))
-            q = self.encoders[m](inp, cov_in[idx])
+            rows = np.flatnonzero(has[:, j])
+            idx = _on(rows, mask.device)
+            q = self.encoders[m](self.encoder_input(m, x[m].rows(rows)), cov_in[idx])
             loc = q.loc.new_zeros((n, d)).index_copy(0, idx, q.loc)
             scale = q.scale.new_ones((n, d)).index_copy(0, idx, q.scale)
             out.append(Normal(loc, scale, validate_args=False))
         return out
 
-    def inference(self, x, mask, cov) -> dict:
-        experts = self.experts(x, mask, cov)
+    def inference(self, x, mask, cov, mask_host=None) -> dict:
+        experts = self.experts(x, mask, cov, mask_host)
         return {"experts": experts, "qz": product_of_experts(experts, mask)}
 
     # ---- generative: p(x | z) --------------------------------------------------------
-    def log_sizes(self, x: dict[str, SparseRows], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def log_sizes(
+        self, x: dict[str, SparseRows], mask: torch.Tensor, mask_host: np.ndarray | None = None
+    ) -> dict[str, torch.Tensor]:
         """(N, 1) size term per modality, read from the observed counts of present cells."""
+        has = host_mask(mask, mask_host)
         out = {}
         for j, m in enumerate(self.modalities):
-            idx = mask[:, j].bool().nonzero().squeeze(1)
+            rows = np.flatnonzero(has[:, j])
             size = mask.new_zeros((mask.shape[0], 1))
-            out[m] = size.index_copy(0, idx, self.decoders[m].log_size(x[m].rows(idx)))
+            sizes = self.decoders[m].log_size(x[m].rows(rows))
+            out[m] = size.index_copy(0, _on(rows, mask.device), sizes)
         return out
 
     def generative(
@@ -176,56 +201,62 @@ class MultiVAE(nn.Module):
             log_size = z.new_zeros((z.shape[0], 1))
         return self.decoders[m](z, self.covariates(cov), log_size, cov[:, 0])
 
-    def log_likelihood(self, z, x, score_mask, cov, log_sizes, cells=None) -> torch.Tensor:
+    def log_likelihood(self, z, x, score, cov, log_sizes, cells=None) -> torch.Tensor:
         """(N,) sum over scored modalities of log p(x_m | z); unscored ones add exactly 0.
 
-        Row i of ``z`` / ``score_mask`` belongs to cell ``cells[i]`` of ``x``, ``cov`` and
-        ``log_sizes`` (``cells=None``: row i is cell i)."""
+        ``score`` is an (N, M) host bool array: row i of ``z`` is scored on modality m
+        where ``score[i, m]``. Row i belongs to cell ``cells[i]`` (a host index array) of
+        ``x``, ``cov`` and ``log_sizes`` (``cells=None``: row i is cell i)."""
         total = z.new_zeros(z.shape[0])
         for j, m in enumerate(self.modalities):
-            idx = score_mask[:, j].bool().nonzero().squeeze(1)
-            if idx.numel() == 0:
+            rows = np.flatnonzero(score[:, j])
+            if rows.size == 0:
                 continue
-            c = idx if cells is None else cells[idx]
+            data_rows = rows if cells is None else cells[rows]
+            idx, c = _on(rows, z.device), _on(data_rows, z.device)
             ll = self.decoders[m].log_prob(
-                z[idx], self.covariates(cov[c]), log_sizes[m][c], cov[c, 0], x[m].rows(c)
+                z[idx], self.covariates(cov[c]), log_sizes[m][c], cov[c, 0], x[m].rows(data_rows)
             )
             total = total.index_add(0, idx, ll)
         return total
 
     # ---- loss ------------------------------------------------------------------------
-    def views(self, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(expert mask, cells using the view, (N,) weights) for the joint view and, for
-        paired cells, the single-modality views (one expert alone with the prior).
+    def views(self, mask: torch.Tensor, has: np.ndarray) -> list[tuple]:
+        """(expert mask, the same on the host, host indices of the cells using the view,
+        (N,) weights) for the joint view and, for paired cells, the single-modality
+        views (one expert alone with the prior). ``has`` is ``mask`` on the host.
 
         ``single_views="all"``: every paired cell gets each of its single views.
-        ``"sample"``: every paired cell gets one of its single views, drawn uniformly,
-        weighted by its number of modalities: an unbiased estimate of the same sum, at
-        one decoding instead of one per modality."""
+        ``"sample"``: every paired cell gets one of its single views, drawn uniformly
+        (on the host), weighted by its number of modalities: an unbiased estimate of the
+        same sum, at one decoding instead of one per modality."""
         n_mods = mask.sum(1)
-        paired = n_mods > 1
-        views = [(mask, torch.ones_like(paired), torch.ones_like(n_mods))]
+        paired = has.sum(1) > 1
+        views = [(mask, has, np.arange(len(has)), torch.ones_like(n_mods))]
         w = torch.full_like(n_mods, self.config.single_view_weight)
         if self.config.single_views == "sample":
-            pick = torch.multinomial(mask + (~paired)[:, None].to(mask.dtype), 1)[:, 0]
+            choose = torch.from_numpy((has | ~paired[:, None]).astype(np.float32))
+            pick = torch.multinomial(choose, 1)[:, 0].numpy()
             w = w * n_mods
         for j in range(len(self.modalities)):
             only = torch.zeros_like(mask)
             only[:, j] = mask[:, j]
+            only_host = np.zeros_like(has)
+            only_host[:, j] = has[:, j]
             use = paired if self.config.single_views == "all" else paired & (pick == j)
-            views.append((only, use, w))
+            views.append((only, only_host, np.flatnonzero(use), w))
         return views
 
-    def _refined_loss(self, experts, x, mask, cov, log_sizes, kl_weight, steps, lr):
+    def _refined_loss(self, experts, x, mask, has, cov, log_sizes, kl_weight, steps, lr):
         q = product_of_experts(experts, mask)
         sizes = {m: v.detach() for m, v in log_sizes.items()}
 
         def log_lik(z):  # (1, N, D) -> (1, N)
-            return self.log_likelihood(z[0], x, mask, cov, sizes)[None]
+            return self.log_likelihood(z[0], x, has, cov, sizes)[None]
 
         r = refine(log_lik, q.loc.detach(), q.scale.detach(), steps, lr=lr, n_eval=1)
         q_ref = Normal(r.loc, r.scale, validate_args=False)
-        rec = self.log_likelihood(q_ref.rsample(), x, mask, cov, sizes)
+        rec = self.log_likelihood(q_ref.rsample(), x, has, cov, sizes)
         kl_ref = kl_divergence(q_ref, Normal(0.0, 1.0, validate_args=False)).sum(-1)
         pull = kl_divergence(q_ref, q).sum(-1)  # refined params are constants here
         return (-(rec - kl_weight * kl_ref) + pull).mean()
@@ -238,33 +269,35 @@ class MultiVAE(nn.Module):
         gradients cut, the decoders also learn from the refined posterior's ELBO, and the
         encoders are pulled toward it by KL(stop-gradient refined || amortized)."""
         x, mask, cov = batch["x"], batch["mask"], batch["cov"]
-        experts = self.experts(x, mask, cov)
-        log_sizes = self.log_sizes(x, mask)
+        has = host_mask(mask, batch.get("mask_host"))
+        experts = self.experts(x, mask, cov, has)
+        log_sizes = self.log_sizes(x, mask, has)
         prior = Normal(0.0, 1.0, validate_args=False)
         z, cells, scored, kl, weight = [], [], [], [], []
-        for k, (view_mask, use, w) in enumerate(self.views(mask)):
-            idx = use.nonzero().squeeze(1)
-            if idx.numel() == 0 or (k > 0 and self.config.single_view_weight == 0):
+        for k, (view_mask, view_host, use, w) in enumerate(self.views(mask, has)):
+            if use.size == 0 or (k > 0 and self.config.single_view_weight == 0):
                 continue
+            idx = _on(use, mask.device)
             q = product_of_experts(
                 [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
                 view_mask[idx],
             )
             z.append(q.rsample())
             kl.append(kl_divergence(q, prior).sum(-1))
-            cells.append(idx)
+            cells.append(use)
             # Cross reconstruction: a single-modality posterior must explain every
             # modality the cell has, which ties the experts to one shared space.
-            scored.append(mask[idx] if self.config.cross_reconstruction else view_mask[idx])
+            scored.append(has[use] if self.config.cross_reconstruction else view_host[use])
             weight.append(w[idx])
-        z, cells, scored = torch.cat(z), torch.cat(cells), torch.cat(scored)
-        kl, weight = torch.cat(kl), torch.cat(weight)
-        rec = self.log_likelihood(z, x, scored, cov, log_sizes, cells)
+        z, kl, weight = torch.cat(z), torch.cat(kl), torch.cat(weight)
+        rec = self.log_likelihood(
+            z, x, np.concatenate(scored), cov, log_sizes, np.concatenate(cells)
+        )
         n = mask.shape[0]
         loss = -(weight * (rec - kl_weight * kl)).sum() / n
         if refine_steps > 0:
             loss = loss + self._refined_loss(
-                experts, x, mask, cov, log_sizes, kl_weight, refine_steps, refine_lr
+                experts, x, mask, has, cov, log_sizes, kl_weight, refine_steps, refine_lr
             )
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -45,7 +46,7 @@ class TrainingPlan(L.LightningModule):
             self.store = self.store.to(self.device)
 
     def _gather(self, batch):
-        return self.store.batch(batch) if isinstance(batch, torch.Tensor) else batch
+        return self.store.batch(batch) if isinstance(batch, np.ndarray) else batch
 
     def training_step(self, batch, batch_idx):
         batch = self._gather(batch)
