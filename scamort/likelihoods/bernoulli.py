@@ -9,6 +9,7 @@ log(1 - p) from log p with a stable log1mexp, so no probability is ever rounded 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +73,9 @@ class _PeakBernoulliSparse(torch.autograd.Function):
 
     sum_p log(1 - p_np) is summed over all peaks in row chunks, then each open entry adds
     log p - log(1 - p). Only the logits are kept for the backward pass, which recomputes
-    the chunk's terms and writes the gradient with respect to the logits straight into
-    its output, chunk by chunk. The one (cells x peaks) tensor alive besides the logits
-    is that gradient, which autograd needs anyway.
+    the chunk's terms (two sigmoids per entry, no logarithm) and writes the gradient with
+    respect to the logits straight into its output, chunk by chunk. The one (cells x
+    peaks) tensor alive besides the logits is that gradient, which autograd needs anyway.
     """
 
     @staticmethod
@@ -96,33 +97,44 @@ class _PeakBernoulliSparse(torch.autograd.Function):
     def backward(ctx, grad_ll):
         # d/dlog p: -p / (1 - p) for every entry, + 1 / (1 - p) more for an open one,
         # 0 where the clamp held log p; d log p / da = sig(-a), d log p / dr = sig(-r).
+        # Here p = sig(a) sig(r) sig(c) and 1 - p = sig(-a) + sig(a) (sig(-r) +
+        # sig(r) (1 - sig(c))), a sum of positive terms: accurate without logarithms.
         a, region_logit, log_cell, rid, cid, open_w = ctx.saved_tensors
         need_a, need_r, need_c = ctx.needs_input_grad[:3]
         n, p = a.shape
-        ls_r = F.logsigmoid(region_logit)
+        sig_r, sig_not_r = torch.sigmoid(region_logit), torch.sigmoid(-region_logit)
+        sig_c, not_c = log_cell.exp(), -torch.expm1(log_cell)  # (N, 1)
+        floor = -math.expm1(_MAX_LOG_P)  # 1 - p where the clamp starts
+
+        def terms(a_, sig_r_, sig_not_r_, sig_c_, not_c_):
+            s, not_s = torch.sigmoid(a_), torch.sigmoid(-a_)
+            prob = s * sig_r_ * sig_c_
+            q = torch.addcmul(not_s, s, torch.addcmul(sig_not_r_, sig_r_, not_c_))  # 1 - p
+            return prob, q, not_s
+
         grad_a = torch.empty_like(a) if need_a else None
         sum_r = a.new_zeros(p)  # sum_n grad_ll_n dll_n/dlog p_np
         sum_c = a.new_empty(n)  # sum_p dll_n/dlog p_np
         step = max(1, _CHUNK_ENTRIES // max(p, 1))
         for s in range(0, n, step):
             e = min(n, s + step)
-            log_p, log_q, inside = _log_p_log_q(a[s:e], ls_r, log_cell[s:e])
-            g = log_p.sub_(log_q).exp_().neg_().mul_(inside)
+            prob, q, not_s = terms(a[s:e], sig_r, sig_not_r, sig_c[s:e], not_c[s:e])
+            g = prob.div_(q).neg_().mul_(q > floor)
             sum_c[s:e] = g.sum(1)
             g.mul_(grad_ll[s:e, None])
             if need_r:
                 sum_r += g.sum(0)
             if need_a:
-                torch.mul(g, torch.sigmoid(-a[s:e]), out=grad_a[s:e])
-        log_p, log_q, inside = _log_p_log_q(a[rid, cid], ls_r[cid], log_cell[rid, 0])
-        g = open_w * inside * torch.exp(-log_q)
+                torch.mul(g, not_s, out=grad_a[s:e])
+        _, q, not_s = terms(a[rid, cid], sig_r[cid], sig_not_r[cid], sig_c[rid, 0], not_c[rid, 0])
+        g = open_w * (q > floor) / q
         sum_c.index_add_(0, rid, g)
         g = g * grad_ll[rid]
         if need_r:
             sum_r.index_add_(0, cid, g)
         if need_a:
-            grad_a.index_put_((rid, cid), g * torch.sigmoid(-a[rid, cid]), accumulate=True)
-        grad_r = sum_r * torch.sigmoid(-region_logit) if need_r else None
+            grad_a.index_put_((rid, cid), g * not_s, accumulate=True)
+        grad_r = sum_r * sig_not_r if need_r else None
         grad_c = (sum_c * grad_ll)[:, None] if need_c else None
         return grad_a, grad_r, grad_c, None, None, None
 
