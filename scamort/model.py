@@ -377,10 +377,25 @@ class SCAMORT:
         for start in range(0, len(idx), batch_size):
             yield _to(store.batch(idx[start : start + batch_size]), self.device)
 
-    def _posterior(self, batch: dict, modality: str) -> Normal:
-        """q(z | the cell's modalities) for 'joint', or one expert with the prior."""
-        experts = self.module.experts(batch["x"], batch["mask"], batch["cov"], batch["mask_host"])
-        return product_of_experts(experts, self._view_mask(batch["mask"], modality))
+    def _posterior(self, batch: dict, modality: str, paired: str = "product") -> Normal:
+        """q(z | the cell's modalities) for 'joint', or one expert with the prior.
+
+        ``paired="average"`` (joint only): the equal mixture of the cell's single-modality
+        posteriors, as its moment-matched Gaussian (mean: the average of their means);
+        a cell with one modality gets that modality's posterior either way."""
+        mask = batch["mask"]
+        experts = self.module.experts(batch["x"], mask, batch["cov"], batch["mask_host"])
+        if modality != "joint" or paired == "product":
+            return product_of_experts(experts, self._view_mask(mask, modality))
+        singles = [
+            product_of_experts(experts, self._view_mask(mask, m)) for m in self.spec.modalities
+        ]
+        w = (mask / mask.sum(1, keepdim=True)).T[..., None]  # (M, N, 1)
+        loc = torch.stack([q.loc for q in singles])
+        mean = (w * loc).sum(0)
+        second = (w * (torch.stack([q.scale for q in singles]) ** 2 + loc**2)).sum(0)
+        var = (second - mean**2).clamp_min(torch.finfo(mean.dtype).tiny)
+        return Normal(mean, var.sqrt(), validate_args=False)
 
     def _view_mask(self, mask: torch.Tensor, modality: str) -> torch.Tensor:
         """The modality mask restricted to ``modality`` ('joint': unchanged)."""
@@ -407,6 +422,7 @@ class SCAMORT:
         refine_tol: float | None = None,
         return_elbo: bool = False,
         seed: int = 0,
+        paired: Literal["product", "average"] = "product",
     ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
         """Posterior of z for each cell, shape (n_cells, n_latent).
 
@@ -421,8 +437,17 @@ class SCAMORT:
         latent, the ELBO scores that modality only. ``return_elbo=True`` also returns a
         DataFrame with each cell's ``elbo_amortized`` and ``elbo_refined`` (16 common
         draws; NaN where the cell lacks the modality).
+
+        ``paired`` (joint latent only) is how a cell with several modalities is embedded:
+        ``"product"``, the product-of-experts posterior (all its evidence at once), or
+        ``"average"``, the average of its single-modality posterior means (the equal
+        mixture of the posteriors an RNA-only and an ATAC-only cell would get). Product
+        posteriors are sharper and sit farther from the origin than single-modality ones,
+        so ``"average"`` mixes paired with unpaired cells better (see the benchmarks).
+        Cells with one modality get the same embedding either way. Refinement and
+        ``return_elbo`` apply to the product posterior.
         """
-        self._check_modality(modality)
+        self._check_latent_options(modality, paired, refine_steps > 0 or return_elbo)
         return self._latent(
             self._cell_data(data),
             modality,
@@ -435,7 +460,17 @@ class SCAMORT:
             refine_tol,
             return_elbo,
             seed,
+            paired,
         )
+
+    def _check_latent_options(self, modality: str, paired: str, refining: bool) -> None:
+        self._check_modality(modality)
+        check_option("paired", paired, {"product", "average"})
+        if paired == "average" and refining:
+            raise ValueError(
+                "refinement (refine_steps, return_elbo) works on the product-of-experts "
+                "posterior: pass paired='product' to refine."
+            )
 
     def _latent(
         self,
@@ -450,12 +485,13 @@ class SCAMORT:
         refine_tol,
         return_elbo,
         seed,
+        paired="product",
     ):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         zs, before, after = [], [], []
         for batch in self._batches(cells, indices, batch_size):
             with torch.no_grad():
-                q = self._posterior(batch, modality)
+                q = self._posterior(batch, modality, paired)
             loc, scale = q.loc, q.scale
             if refine_steps > 0 or return_elbo:
                 with _frozen(self.module), torch.enable_grad():
@@ -500,6 +536,7 @@ class SCAMORT:
         refine_steps: int = 0,
         refine_lr: float = 0.05,
         seed: int = 0,
+        paired: Literal["product", "average"] = "product",
     ) -> None:
         """Put the latent means in ``data.obsm[key]``.
 
@@ -509,7 +546,7 @@ class SCAMORT:
         back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
         NaN. See :meth:`get_latent_representation` for the arguments.
         """
-        self._check_modality(modality)
+        self._check_latent_options(modality, paired, refine_steps > 0)
         data = self.data if data is None else data
         cells = self._cell_data(data)
 
@@ -526,6 +563,7 @@ class SCAMORT:
                 refine_tol=None,
                 return_elbo=False,
                 seed=seed,
+                paired=paired,
             )
 
         if not isinstance(cells, BackedCells):

@@ -222,3 +222,23 @@ def test_tfidf_atac_input_follows_its_formula_and_is_saved(tiny_mdata, tmp_path)
     )
     with pytest.raises(ValueError, match="atac_input"):
         scamort.SCAMORT(tiny_mdata, atac_input="lsi")
+
+
+def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality_means(trained):
+    mask = trained._cells.mask
+    paired = mask.all(1)
+    assert paired.any() and (~paired).any()
+    product = trained.get_latent_representation()
+    average = trained.get_latent_representation(paired="average")
+    rna, atac = (trained.get_latent_representation(modality=m) for m in ("rna", "atac"))
+    np.testing.assert_allclose(average[paired], (rna[paired] + atac[paired]) / 2, atol=1e-5)
+    np.testing.assert_array_equal(average[~paired], product[~paired])  # one modality: same
+    # the product posterior is the sharper one: it sits farther from the origin
+    norm = np.linalg.norm
+    assert norm(product[paired], axis=1).mean() > norm(average[paired], axis=1).mean()
+    draws = trained.get_latent_representation(paired="average", give_mean=False)
+    assert np.isfinite(draws).all()
+    with pytest.raises(ValueError, match="paired='product' to refine"):
+        trained.get_latent_representation(paired="average", refine_steps=3)
+    with pytest.raises(ValueError, match="paired="):
+        trained.get_latent_representation(paired="mixture")
