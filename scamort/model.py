@@ -397,13 +397,14 @@ class SCAMORT:
         var = (second - mean**2).clamp_min(torch.finfo(mean.dtype).tiny)
         return Normal(mean, var.sqrt(), validate_args=False)
 
-    def _view_mask(self, mask: torch.Tensor, modality: str) -> torch.Tensor:
-        """The modality mask restricted to ``modality`` ('joint': unchanged)."""
+    def _view_mask(self, mask, modality: str):
+        """The modality mask (a tensor, or the host bool array) restricted to ``modality``
+        ('joint': unchanged)."""
         if modality == "joint":
             return mask
-        keep = torch.arange(mask.shape[1], device=mask.device) == self.spec.modalities.index(
-            modality
-        )
+        keep = np.arange(mask.shape[1]) == self.spec.modalities.index(modality)
+        if isinstance(mask, torch.Tensor):
+            keep = torch.as_tensor(keep, device=mask.device)
         return mask * keep
 
     def _check_modality(self, modality: str) -> None:
@@ -644,9 +645,8 @@ class SCAMORT:
 
     def _log_lik(self, batch: dict, modality: str) -> LogLik:
         """log p(x_n | z) for z of shape (S, N, D), over the modalities the posterior uses."""
-        x, cov, has = batch["x"], batch["cov"], batch["mask_host"]
-        if modality != "joint":
-            has = has & (np.arange(has.shape[1]) == self.spec.modalities.index(modality))
+        x, cov = batch["x"], batch["cov"]
+        has = self._view_mask(batch["mask_host"], modality)
         with torch.no_grad():
             log_sizes = self.module.log_sizes(x, batch["mask"], batch["mask_host"])
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..nn.sparse import SparseRows
+from ..nn.sparse import SparseRows, host_index_on
 
 Placement = Literal["auto", "device", "host"]
 
@@ -75,7 +75,7 @@ class CellTensors:
         """The minibatch of cells ``idx`` (host positions), gathered where the tensors
         live, without a synchronisation."""
         idx = np.asarray(idx, dtype=np.int64)
-        on_device = torch.from_numpy(idx).to(self.device, non_blocking=True)
+        on_device = host_index_on(idx, self.device)
         return {
             "x": {m: r.rows(idx) for m, r in self.x.items()},
             "mask": self.mask[on_device],

@@ -41,11 +41,7 @@ def elbo(
     Many draws are evaluated a few at a time (``ROWS_PER_CALL``)."""
     k = draws_per_call(loc.shape[0])
     z = loc + scale * eps
-    ll = (
-        log_lik(z)
-        if len(z) <= k
-        else torch.cat([log_lik(z[i : i + k]) for i in range(0, len(z), k)])
-    )
+    ll = torch.cat([log_lik(z[i : i + k]) for i in range(0, len(z), k)])
     return ll.mean(0) - kl_to_prior(loc, scale)
 
 

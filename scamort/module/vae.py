@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
 from ..nn import DECODERS, GaussianEncoder, SparseRows, one_hot_covariates
+from ..nn.sparse import host_index_on
 from .poe import product_of_experts
 from .refine import refine
 
@@ -34,11 +35,6 @@ SingleViews = Literal["all", "sample"]
 def host_mask(mask: torch.Tensor, host: np.ndarray | None = None) -> np.ndarray:
     """The (N, M) modality mask as a host bool array (``host`` when the batch has it)."""
     return np.asarray(mask.detach().bool().cpu()) if host is None else host
-
-
-def _on(idx: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host index array on ``device``, copied without waiting for the device."""
-    return torch.from_numpy(idx).to(device, non_blocking=True)
 
 
 def check_option(name: str, value, valid) -> None:
@@ -168,7 +164,7 @@ class MultiVAE(nn.Module):
                 out.append(self.encoders[m](self.encoder_input(m, x[m]), cov_in))
                 continue
             rows = np.flatnonzero(has[:, j])
-            idx = _on(rows, mask.device)
+            idx = host_index_on(rows, mask.device)
             q = self.encoders[m](self.encoder_input(m, x[m].rows(rows)), cov_in[idx])
             loc = q.loc.new_zeros((n, d)).index_copy(0, idx, q.loc)
             scale = q.scale.new_ones((n, d)).index_copy(0, idx, q.scale)
@@ -190,7 +186,7 @@ class MultiVAE(nn.Module):
             rows = np.flatnonzero(has[:, j])
             size = mask.new_zeros((mask.shape[0], 1))
             sizes = self.decoders[m].log_size(x[m].rows(rows))
-            out[m] = size.index_copy(0, _on(rows, mask.device), sizes)
+            out[m] = size.index_copy(0, host_index_on(rows, mask.device), sizes)
         return out
 
     def generative(
@@ -213,7 +209,7 @@ class MultiVAE(nn.Module):
             if rows.size == 0:
                 continue
             data_rows = rows if cells is None else cells[rows]
-            idx, c = _on(rows, z.device), _on(data_rows, z.device)
+            idx, c = host_index_on(rows, z.device), host_index_on(data_rows, z.device)
             ll = self.decoders[m].log_prob(
                 z[idx], self.covariates(cov[c]), log_sizes[m][c], cov[c, 0], x[m].rows(data_rows)
             )
@@ -277,7 +273,7 @@ class MultiVAE(nn.Module):
         for k, (view_mask, view_host, use, w) in enumerate(self.views(mask, has)):
             if use.size == 0 or (k > 0 and self.config.single_view_weight == 0):
                 continue
-            idx = _on(use, mask.device)
+            idx = host_index_on(use, mask.device)
             q = product_of_experts(
                 [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
                 view_mask[idx],

@@ -20,6 +20,11 @@ import scipy.sparse as sp
 import torch
 
 
+def host_index_on(idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host index array on ``device``, copied without waiting for the device."""
+    return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device, non_blocking=True)
+
+
 @dataclass
 class SparseRows:
     """A CSR block: row ``i`` holds ``val[crow[i]:crow[i+1]]`` at columns ``col[...]``."""
@@ -114,8 +119,7 @@ class SparseRows:
         np.cumsum(lens, out=crow[1:])
         nnz = int(crow[-1])
         # one host-to-device copy: [shift | lens | crow]
-        packed = torch.from_numpy(np.concatenate([starts - crow[:-1], lens, crow]))
-        packed = packed.to(self.device, non_blocking=True)
+        packed = host_index_on(np.concatenate([starts - crow[:-1], lens, crow]), self.device)
         n = len(idx)
         shift = torch.repeat_interleave(packed[:n], packed[n : 2 * n], output_size=nnz)
         pos = torch.arange(nnz, device=self.device) + shift
