@@ -31,7 +31,7 @@ def run(dataset: str, seed: int) -> list[dict]:
     model.train(seed=seed, progress_bar=False)
     status = split.obs["modality"].to_numpy()
     paired = status == "paired"
-    joint = model.get_latent_representation()
+    joint = model.get_latent_representation(paired="product")
     rna, atac = (model.get_latent_representation(modality=m) for m in ("rna", "atac"))
     norms = {
         f"norm {s}": float(np.linalg.norm(joint[status == s], axis=1).mean())

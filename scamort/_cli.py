@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         help="refine each cell's joint posterior by K steps; also writes "
         "obs['elbo_amortized'] and obs['elbo_refined']",
     )
+    fit.add_argument(
+        "--paired",
+        choices=["auto", "product", "average"],
+        default="auto",
+        help="how X_scamort embeds a paired cell: the product-of-experts posterior, or the "
+        "average of its single-modality posteriors (auto: average, product when refining)",
+    )
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo = sub.add_parser("demo", help="end-to-end run on the bundled SNARE-seq data")
     demo.add_argument("--out", default="scamort_demo", help="output folder")
@@ -79,6 +86,11 @@ def fit(args) -> None:
 
     if args.backed == (args.out is not None):
         raise ValueError("pass either --out FILE or --backed (results written into INPUT).")
+    if args.paired == "average" and args.refine_steps > 0:
+        raise ValueError(
+            "--refine-steps refines the product-of-experts posterior: use --paired auto or "
+            "product with it, or drop --refine-steps for --paired average."
+        )
     data = read(args.input, backed="r+" if args.backed else None)
     is_mudata = Path(args.input).suffix == ".h5mu"
     if is_mudata:
@@ -118,7 +130,7 @@ def fit(args) -> None:
     if args.refine_steps > 0 and not args.backed:
         # in a copy of the input, the per-cell ELBOs before / after refinement go to obs
         z, elbos = model.get_latent_representation(
-            refine_steps=args.refine_steps, return_elbo=True, seed=args.seed
+            refine_steps=args.refine_steps, return_elbo=True, seed=args.seed, paired=args.paired
         )
         data.obs["elbo_amortized"] = elbos["elbo_amortized"].to_numpy()
         data.obs["elbo_refined"] = elbos["elbo_refined"].to_numpy()
@@ -127,7 +139,9 @@ def fit(args) -> None:
     # backed input: written into the file chunk by chunk; otherwise into data.obsm
     for key, m in todo.items():
         steps = args.refine_steps if m == "joint" else 0
-        model.write_latent_representation(key, modality=m, refine_steps=steps, seed=args.seed)
+        model.write_latent_representation(
+            key, modality=m, refine_steps=steps, seed=args.seed, paired=args.paired
+        )
     if not args.backed:
         write_atomic(data, args.out)
     if args.save_model:

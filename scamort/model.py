@@ -423,7 +423,7 @@ class SCAMORT:
         refine_tol: float | None = None,
         return_elbo: bool = False,
         seed: int = 0,
-        paired: Literal["product", "average"] = "product",
+        paired: Literal["auto", "product", "average"] = "auto",
     ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
         """Posterior of z for each cell, shape (n_cells, n_latent).
 
@@ -446,9 +446,10 @@ class SCAMORT:
         posteriors are sharper and sit farther from the origin than single-modality ones,
         so ``"average"`` mixes paired with unpaired cells better (see the benchmarks).
         Cells with one modality get the same embedding either way. Refinement and
-        ``return_elbo`` apply to the product posterior.
+        ``return_elbo`` apply to the product posterior. ``"auto"`` (default) is
+        ``"average"``, or ``"product"`` when refining or returning the ELBO.
         """
-        self._check_latent_options(modality, paired, refine_steps > 0 or return_elbo)
+        paired = self._check_latent_options(modality, paired, refine_steps > 0 or return_elbo)
         return self._latent(
             self._cell_data(data),
             modality,
@@ -464,14 +465,18 @@ class SCAMORT:
             paired,
         )
 
-    def _check_latent_options(self, modality: str, paired: str, refining: bool) -> None:
+    def _check_latent_options(self, modality: str, paired: str, refining: bool) -> str:
+        """Validate the latent options; return ``paired`` with ``"auto"`` resolved."""
         self._check_modality(modality)
-        check_option("paired", paired, {"product", "average"})
+        check_option("paired", paired, {"auto", "product", "average"})
+        if paired == "auto":
+            return "product" if refining else "average"
         if paired == "average" and refining:
             raise ValueError(
                 "refinement (refine_steps, return_elbo) works on the product-of-experts "
-                "posterior: pass paired='product' to refine."
+                "posterior: pass paired='product' (or 'auto') to refine."
             )
+        return paired
 
     def _latent(
         self,
@@ -537,7 +542,7 @@ class SCAMORT:
         refine_steps: int = 0,
         refine_lr: float = 0.05,
         seed: int = 0,
-        paired: Literal["product", "average"] = "product",
+        paired: Literal["auto", "product", "average"] = "auto",
     ) -> None:
         """Put the latent means in ``data.obsm[key]``.
 
@@ -547,7 +552,7 @@ class SCAMORT:
         back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
         NaN. See :meth:`get_latent_representation` for the arguments.
         """
-        self._check_latent_options(modality, paired, refine_steps > 0)
+        paired = self._check_latent_options(modality, paired, refine_steps > 0)
         data = self.data if data is None else data
         cells = self._cell_data(data)
 

@@ -79,6 +79,7 @@ def test_fit_anndata(tiny_mdata, tmp_path):
         (["--modality", "rna"], "does not exist"),
         ([], "needs --modality"),
         (["--modality", "rna", "--batch-key", "donor"], "key 'donor' not found"),
+        (["--paired", "average", "--refine-steps", "2"], "use --paired auto or product"),
     ],
 )
 def test_fit_errors_are_clean(tiny_mdata, tmp_path, capsys, args, message):

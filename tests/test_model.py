@@ -228,8 +228,9 @@ def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality
     mask = trained._cells.mask
     paired = mask.all(1)
     assert paired.any() and (~paired).any()
-    product = trained.get_latent_representation()
+    product = trained.get_latent_representation(paired="product")
     average = trained.get_latent_representation(paired="average")
+    np.testing.assert_array_equal(trained.get_latent_representation(), average)  # "auto"
     rna, atac = (trained.get_latent_representation(modality=m) for m in ("rna", "atac"))
     np.testing.assert_allclose(average[paired], (rna[paired] + atac[paired]) / 2, atol=1e-5)
     np.testing.assert_array_equal(average[~paired], product[~paired])  # one modality: same
@@ -238,7 +239,11 @@ def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality
     assert norm(product[paired], axis=1).mean() > norm(average[paired], axis=1).mean()
     draws = trained.get_latent_representation(paired="average", give_mean=False)
     assert np.isfinite(draws).all()
-    with pytest.raises(ValueError, match="paired='product' to refine"):
+    with pytest.raises(ValueError, match="paired='product' .or 'auto'. to refine"):
         trained.get_latent_representation(paired="average", refine_steps=3)
+    # "auto" refines the product posterior: its start is the product embedding
+    _, elbo = trained.get_latent_representation(return_elbo=True)
+    _, elbo0 = trained.get_latent_representation(paired="product", return_elbo=True)
+    pd.testing.assert_frame_equal(elbo, elbo0)
     with pytest.raises(ValueError, match="paired="):
         trained.get_latent_representation(paired="mixture")
