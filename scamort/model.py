@@ -95,6 +95,7 @@ class SCAMORT:
         single_view_weight: float = 1.0,
         single_views: Literal["all", "sample"] = "all",
         atac_input: Literal["binary", "tfidf"] = "binary",
+        adversarial_batch_weight: float = 0.0,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -115,7 +116,13 @@ class SCAMORT:
             single_view_weight=single_view_weight,
             single_views=single_views,
             atac_input=atac_input,
+            adversarial_batch_weight=adversarial_batch_weight,
         )
+        if adversarial_batch_weight > 0 and spec.n_categories[0] < 2:
+            raise ValueError(
+                "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
+                "a batch_key that has at least two batches."
+            )
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():
             j = spec.modalities.index(m)

@@ -205,7 +205,7 @@ def test_bf16_autocast_matches_float32(device):
 @pytest.mark.parametrize(
     "options",
     [
-        {"refine_steps": 2},
+        {"refine_steps": 2, "adversarial_batch_weight": 1.0},
         {"single_views": "sample", "atac": "poisson"},
         {"atac_input": "tfidf", "encode_covariates": True},
     ],
@@ -228,3 +228,59 @@ def test_a_training_step_reads_nothing_back_from_the_device(options):
     # The check has teeth: without the host mask the mask is read back from the device.
     with pytest.raises((RuntimeError, NotImplementedError)):
         module.experts(batch["x"], batch["mask"], batch["cov"])
+
+
+def test_the_batch_adversary_trains_the_classifier_on_z_and_the_encoders_against_it():
+    """One loss, one optimizer, two players: the classifier's parameters get only the
+    gradient of its cross-entropy, z gets only the gradient of the fooling term, and a
+    step of z along that gradient makes the classifier less sure of the true batch."""
+    module = _module(adversarial_batch_weight=2.0)
+    clf = module.batch_classifier
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 4, generator=g, requires_grad=True)
+    codes = torch.randint(0, 3, (40,), generator=g)
+    loss = module.adversarial_loss(z, codes)
+    grads = torch.autograd.grad(loss, [z, *clf.parameters()])
+    want = torch.autograd.grad(
+        2.0 * torch.nn.functional.cross_entropy(clf(z), codes), list(clf.parameters())
+    )
+    for got, ref in zip(grads[1:], want):
+        torch.testing.assert_close(got, ref)
+    # z's gradient: the fooling term, uniform over the other batches
+    log_p = torch.log_softmax(clf(z), -1)
+    others = 1.0 - torch.nn.functional.one_hot(codes, 3).float()
+    (fool_grad,) = torch.autograd.grad(-2.0 * (log_p * others).sum(-1).mean() / 2, z)
+    torch.testing.assert_close(grads[0], fool_grad)
+    with torch.no_grad():
+        p_true = torch.softmax(clf(z), -1).gather(1, codes[:, None]).mean()
+        moved = torch.softmax(clf(z - 0.5 * grads[0] / grads[0].norm()), -1)
+        assert moved.gather(1, codes[:, None]).mean() < p_true
+
+
+def test_the_batch_adversary_is_a_training_term_only():
+    """In eval mode (validation, scoring) the loss is the ELBO alone; in training mode
+    the adversary adds its term, and every classifier parameter gets a gradient."""
+    batch = _batch(MIXED)
+    module = _module(adversarial_batch_weight=1.0)
+    plain = _module()
+    plain.load_state_dict(
+        {k: v for k, v in module.state_dict().items() if not k.startswith("batch_classifier")}
+    )
+    for m in (module, plain):
+        m.train()
+    torch.manual_seed(0)
+    with_adv = module.loss(batch)
+    torch.manual_seed(0)
+    without = plain.loss(batch)
+    torch.testing.assert_close(with_adv.elbo, without.elbo)
+    assert with_adv.loss > without.loss  # cross-entropies are positive
+    with_adv.loss.backward()
+    assert all(p.grad is not None for p in module.batch_classifier.parameters())
+    module.eval()
+    plain.eval()
+    torch.manual_seed(0)
+    a = module.loss(batch)
+    torch.manual_seed(0)
+    torch.testing.assert_close(a.loss, plain.loss(batch).loss)
+    with pytest.raises(ValueError, match="adversarial_batch_weight"):
+        _module(adversarial_batch_weight=-1.0)

@@ -60,6 +60,7 @@ class ModuleConfig:
     single_view_weight: float = 1.0
     single_views: SingleViews = "all"
     atac_input: Literal["binary", "tfidf"] = "binary"
+    adversarial_batch_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -68,6 +69,10 @@ class ModuleConfig:
         check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
         check_option("single_views", self.single_views, {"all", "sample"})
         check_option("atac_input", self.atac_input, {"binary", "tfidf"})
+        if not self.adversarial_batch_weight >= 0:
+            raise ValueError(
+                f"adversarial_batch_weight must be >= 0, got {self.adversarial_batch_weight}."
+            )
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
@@ -99,6 +104,23 @@ class MultiVAE(nn.Module):
         # (n_cells / (1 + cells where it is open)), set from the data by the model.
         for m in self._tfidf_modalities():
             self.register_buffer(f"idf_{m}", torch.ones(config.n_features[m]))
+        # Adversarial batch mixing (as MULTIVI's): a classifier learns the batch from z,
+        # and the encoders learn to make its guess uniform over the other batches.
+        self.batch_classifier = (
+            nn.Sequential(
+                nn.Linear(config.n_latent, 32),
+                nn.ReLU(),
+                nn.Linear(32, 32),
+                nn.ReLU(),
+                nn.Linear(32, config.n_categories[0]),
+            )
+            if self.adversarial and config.n_categories[0] > 1
+            else None
+        )
+
+    @property
+    def adversarial(self) -> bool:
+        return self.config.adversarial_batch_weight > 0
 
     def _tfidf_modalities(self) -> list[str]:
         c = self.config
@@ -243,6 +265,19 @@ class MultiVAE(nn.Module):
             views.append((only, only_host, np.flatnonzero(use), w))
         return views
 
+    def adversarial_loss(self, z: torch.Tensor, batch_codes: torch.Tensor) -> torch.Tensor:
+        """Both sides of the batch game, for one optimizer: the classifier's cross-entropy
+        on z with z detached (trains the classifier only), plus the encoders' loss on z
+        with the classifier's weights detached: cross-entropy against the uniform
+        distribution over the batches the cell is not from (trains the encoders only)."""
+        clf = self.batch_classifier
+        learn = nn.functional.cross_entropy(clf(z.detach()), batch_codes)
+        frozen = {k: v.detach() for k, v in clf.named_parameters()}
+        log_p = torch.log_softmax(torch.func.functional_call(clf, frozen, (z,)), -1)
+        others = 1.0 - nn.functional.one_hot(batch_codes, log_p.shape[-1]).to(log_p.dtype)
+        fool = -(log_p * others).sum(-1).mean() / (log_p.shape[-1] - 1)
+        return self.config.adversarial_batch_weight * (learn + fool)
+
     def _refined_loss(self, experts, x, mask, has, cov, log_sizes, kl_weight, steps, lr):
         q = product_of_experts(experts, mask)
         sizes = {m: v.detach() for m, v in log_sizes.items()}
@@ -263,7 +298,9 @@ class MultiVAE(nn.Module):
         """Negative weighted ELBOs per cell, averaged. ``refine_steps > 0`` adds the cheap
         semi-amortized variant: the joint posterior is refined K steps with the decoders'
         gradients cut, the decoders also learn from the refined posterior's ELBO, and the
-        encoders are pulled toward it by KL(stop-gradient refined || amortized)."""
+        encoders are pulled toward it by KL(stop-gradient refined || amortized). In
+        training mode with ``adversarial_batch_weight > 0``, adds the batch game on the
+        samples of every view (:meth:`adversarial_loss`)."""
         x, mask, cov = batch["x"], batch["mask"], batch["cov"]
         has = host_mask(mask, batch.get("mask_host"))
         experts = self.experts(x, mask, cov, has)
@@ -295,5 +332,8 @@ class MultiVAE(nn.Module):
             loss = loss + self._refined_loss(
                 experts, x, mask, has, cov, log_sizes, kl_weight, refine_steps, refine_lr
             )
+        if self.training and self.batch_classifier is not None:
+            codes = cov[host_index_on(np.concatenate(cells), mask.device), 0]
+            loss = loss + self.adversarial_loss(z, codes)
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])
