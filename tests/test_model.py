@@ -247,3 +247,36 @@ def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality
     pd.testing.assert_frame_equal(elbo, elbo0)
     with pytest.raises(ValueError, match="paired="):
         trained.get_latent_representation(paired="mixture")
+
+
+def test_adversarial_batch_mixing_removes_batch_signal_and_keeps_cell_types(tmp_path):
+    """A linear probe on the latent tells the batch less well with the adversary, and the
+    cell types as well as without it; the classifier is saved and loaded with the model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    mdata = scamort.datasets.simulate_multiome(
+        n_cells=600, n_genes=100, n_peaks=400, batch_effect=1.5, seed=1
+    )
+    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+    obs = mdata.obs
+    probe = {}
+    for w in (0.0, 1.0):
+        model = scamort.SCAMORT(mdata, seed=0, n_hidden=64, adversarial_batch_weight=w)
+        model.train(max_epochs=30, seed=0, batch_size=64, progress_bar=False)
+        z = model.get_latent_representation()
+        probe[w] = [
+            cross_val_score(LogisticRegression(max_iter=2000), z, obs[k].astype(str), cv=5).mean()
+            for k in ("batch", "cell_type")
+        ]
+    (batch0, type0), (batch1, type1) = probe[0.0], probe[1.0]
+    assert batch1 < batch0 - 0.05, probe
+    assert type1 > type0 - 0.03, probe
+    model.save(tmp_path / "m")
+    loaded = scamort.SCAMORT.load(tmp_path / "m", mdata)
+    assert loaded.module.batch_classifier is not None
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a batch to mix"):
+        single = mdata.copy()
+        scamort.SCAMORT.setup_mudata(single)
+        scamort.SCAMORT(single, adversarial_batch_weight=1.0)
