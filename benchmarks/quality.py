@@ -318,8 +318,12 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
 
 
 # ------------------------------------------------------------------------- report
+BIO = ("ARI", "NMI", "silhouette")
+BATCH = ("iLISI batch", "graph connectivity")
+OVERALL = ("bio conservation", "batch correction", "overall (0.6 bio + 0.4 batch)")
 LOWER = {"FOSCTTM", "train time (s)", "peak RSS (GB)"}
 MAIN = [
+    *OVERALL,
     "ARI",
     "NMI",
     "silhouette",
@@ -343,12 +347,26 @@ def _fmt(values) -> str:
     return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.{digits}f}"
 
 
+def add_overall(df):
+    """scIB's aggregate, per fit: bio conservation (mean of ARI, NMI, cell-type
+    silhouette), batch correction (mean of batch iLISI and graph connectivity), and
+    0.6 x bio + 0.4 x batch. Unscaled (scib-metrics' ``min_max_scale=False``), so a
+    row's score does not depend on which other methods are in the table."""
+    if not set(BIO + BATCH) <= set(df.columns):
+        return df
+    bio, batch = (
+        df[list(BIO)].mean(axis=1, skipna=False),
+        df[list(BATCH)].mean(axis=1, skipna=False),
+    )
+    return df.assign(**dict(zip(OVERALL, (bio, batch, 0.6 * bio + 0.4 * batch))))
+
+
 def report(rows: list[dict]) -> str:
     """One table per dataset: the joint models (a variant's ``--tag`` in brackets), then
     scVI / PeakVI next to the joint latents restricted to their cells."""
     import pandas as pd
 
-    df = pd.DataFrame(rows)
+    df = add_overall(pd.DataFrame(rows))
     tag = df.get("tag", pd.Series("default", index=df.index)).fillna("default")
     df["label"] = [m if t == "default" else f"{m} [{t}]" for m, t in zip(df["method"], tag)]
     parts = []
