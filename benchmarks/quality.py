@@ -348,10 +348,10 @@ def _fmt(values) -> str:
 
 
 def add_overall(df):
-    """scIB's weighting over the measures computed here, per fit: bio conservation (mean of ARI, NMI, cell-type
-    silhouette), batch correction (mean of batch iLISI and graph connectivity), and
-    0.6 x bio + 0.4 x batch. Unscaled (scib-metrics' ``min_max_scale=False``), so a
-    row's score does not depend on which other methods are in the table."""
+    """scIB's weighting over the measures computed here, per fit: bio conservation
+    (mean of ARI, NMI, cell-type silhouette), batch correction (mean of batch iLISI and
+    graph connectivity), and 0.6 x bio + 0.4 x batch. Unscaled (scib-metrics'
+    ``min_max_scale=False``), so a row's score does not depend on the other methods."""
     if not set(BIO + BATCH) <= set(df.columns):
         return df
     bio, batch = (
