@@ -226,6 +226,11 @@ class SCAMORT:
         posterior K steps; the decoders also learn from it and the encoders are pulled
         toward it), at roughly K + 1 times the cost of a step.
 
+        A larger ``batch_size`` B (a GPU has room for it) makes fewer steps per epoch;
+        keep the number of steps and scale the learning rate by the square root:
+        ``lr=1e-3 * (B / 512) ** 0.5`` and ``max_epochs`` times B / 512 (measured on SNARE-seq
+        up to B = 1024; see the benchmarks).
+
         Several devices: ``devices=N, strategy="ddp"`` trains with Lightning's
         distributed data parallel (GPUs, or CPU processes with the gloo backend), each
         rank on its own share of every epoch's cells. ``batch_size`` is the global
