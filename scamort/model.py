@@ -118,11 +118,6 @@ class SCAMORT:
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
         )
-        if adversarial_batch_weight > 0 and spec.n_categories[0] < 2:
-            raise ValueError(
-                "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
-                "a batch_key that has at least two batches."
-            )
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():
             j = spec.modalities.index(m)

@@ -73,6 +73,11 @@ class ModuleConfig:
             raise ValueError(
                 f"adversarial_batch_weight must be >= 0, got {self.adversarial_batch_weight}."
             )
+        if self.adversarial_batch_weight > 0 and self.n_categories[0] < 2:
+            raise ValueError(
+                "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
+                "a batch_key that has at least two batches."
+            )
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
@@ -114,13 +119,9 @@ class MultiVAE(nn.Module):
                 nn.ReLU(),
                 nn.Linear(32, config.n_categories[0]),
             )
-            if self.adversarial and config.n_categories[0] > 1
+            if config.adversarial_batch_weight > 0
             else None
         )
-
-    @property
-    def adversarial(self) -> bool:
-        return self.config.adversarial_batch_weight > 0
 
     def _tfidf_modalities(self) -> list[str]:
         c = self.config
@@ -323,9 +324,8 @@ class MultiVAE(nn.Module):
             scored.append(has[use] if self.config.cross_reconstruction else view_host[use])
             weight.append(w[idx])
         z, kl, weight = torch.cat(z), torch.cat(kl), torch.cat(weight)
-        rec = self.log_likelihood(
-            z, x, np.concatenate(scored), cov, log_sizes, np.concatenate(cells)
-        )
+        cells = np.concatenate(cells)  # the cell of every row of z
+        rec = self.log_likelihood(z, x, np.concatenate(scored), cov, log_sizes, cells)
         n = mask.shape[0]
         loss = -(weight * (rec - kl_weight * kl)).sum() / n
         if refine_steps > 0:
@@ -333,7 +333,7 @@ class MultiVAE(nn.Module):
                 experts, x, mask, has, cov, log_sizes, kl_weight, refine_steps, refine_lr
             )
         if self.training and self.batch_classifier is not None:
-            codes = cov[host_index_on(np.concatenate(cells), mask.device), 0]
+            codes = cov[host_index_on(cells, mask.device), 0]
             loss = loss + self.adversarial_loss(z, codes)
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])
