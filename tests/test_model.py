@@ -280,3 +280,16 @@ def test_adversarial_batch_mixing_removes_batch_signal_and_keeps_cell_types(tmp_
         single = mdata.copy()
         scamort.SCAMORT.setup_mudata(single)
         scamort.SCAMORT(single, adversarial_batch_weight=1.0)
+
+
+def test_single_views_auto_samples_when_most_cells_are_paired(tiny_mdata):
+    paired = scamort.datasets.simulate_multiome(
+        n_cells=120, n_genes=40, n_peaks=80, frac_paired=1.0, frac_rna_only=0.0, seed=2
+    )
+    for data, expected in ((tiny_mdata, "all"), (paired, "sample")):
+        scamort.SCAMORT.setup_mudata(data, batch_key="batch")
+        assert scamort.SCAMORT(data).config.single_views == expected
+        assert scamort.SCAMORT(data, single_views="all").config.single_views == "all"
+    assert scamort.SCAMORT(paired, single_views="sample").config.single_views == "sample"
+    with pytest.raises(ValueError, match="single_views='some'.*'auto'"):
+        scamort.SCAMORT(paired, single_views="some")
