@@ -18,13 +18,20 @@ not of the batches. This script separates the two. For each embedding it reports
   its own batch, and ``(shuffled within types)`` the same after the permutation;
 - ``batch ASW``: scib-metrics' ``silhouette_batch`` over the cell types (1 = mixed);
 - ``batch probe accuracy``: 5-fold logistic-regression accuracy of predicting the
-  batch from the embedding, next to ``(shuffled within types)``.
+  batch from the embedding, next to ``(shuffled within types)``;
+- per cell type (the models' embeddings): scib-metrics' graph connectivity of the type
+  (the share of its cells in the largest strongly connected piece of the 90-NN graph
+  restricted to the type), and the share of same-type cells among the 15 nearest
+  neighbours of its cells that have RNA and of its ATAC-only cells. The report lists
+  the types whose connectivity is below 0.95 in some embedding: where the overall
+  graph connectivity is lost.
 
 Embeddings: scamort at ``--scamort-epochs`` (default: its own) and MULTIVI at
 ``--multivi-epochs`` on a data set of ``quality.py`` (its fits, each in a fresh process,
 latents cached in ``--cache``), and two references with no batch signal at all:
 isotropic Gaussian noise, and a one-hot of the cell type plus noise. Rows go to
-``docs/batch_mixing.jsonl``.
+``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` markers of
+``docs/benchmarks.md`` are rewritten from all rows (``--report`` does only that).
 
     python benchmarks/batch_mixing.py --dataset snare_thirds --multivi-epochs 150
     python benchmarks/batch_mixing.py --dataset sim10k --scamort-epochs 20 --multivi-epochs 20
@@ -38,7 +45,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from quality import _neighbors, append_row, in_fresh_process, load
+from quality import _neighbors, append_row, in_fresh_process, load, read_rows, replace_block
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,6 +69,29 @@ def shuffled_within(labels: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         out[idx] = labels[rng.permutation(idx)]
+    return out
+
+
+def per_type_scores(z: np.ndarray, types: np.ndarray, status: np.ndarray) -> dict:
+    """For each cell type: its graph connectivity (as scib-metrics computes it, before
+    the mean over types) and the same-type share among the 15 nearest neighbours of its
+    cells with RNA and of its ATAC-only cells."""
+    from scipy.sparse.csgraph import connected_components
+
+    nn = _neighbors(z)
+    graph = nn.knn_graph_distances
+    same = (types[nn.indices[:, 1:16]] == types[:, None]).mean(1)
+    atac_only = status == "atac_only"
+    out = {}
+    for t in np.unique(types):
+        keep = types == t
+        _, comps = connected_components(graph[keep][:, keep], connection="strong")
+        out[t] = {
+            "cells": int(keep.sum()),
+            "graph connectivity": float(np.bincount(comps).max() / keep.sum()),
+            "same-type 15-NN, cells with RNA": float(same[keep & ~atac_only].mean()),
+            "same-type 15-NN, ATAC-only cells": float(same[keep & atac_only].mean()),
+        }
     return out
 
 
@@ -96,6 +126,45 @@ def mixing_scores(z: np.ndarray, batch: np.ndarray, types: np.ndarray, seed: int
     return out
 
 
+def report(rows: list[dict]) -> str:
+    """One markdown table per data set: a column per embedding, a row per measure."""
+    parts = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        names = [f"{r['embedding']} (seed {r['seed']})" for r in sub]
+        measures = [k for k in sub[0] if k not in ("dataset", "seed", "embedding", "per type")]
+        lines = [f"### {dataset}\n", "| measure | " + " | ".join(names) + " |"]
+        lines.append("|---" * (len(names) + 1) + "|")
+        lines += [f"| {k} | " + " | ".join(f"{r[k]:.3f}" for r in sub) + " |" for k in measures]
+        parts.append("\n".join(lines) + "\n")
+        parts.append(_per_type_table([r for r in sub if "per type" in r]))
+    return "\n".join(p for p in parts if p)
+
+
+def _per_type_table(rows: list[dict]) -> str:
+    """The cell types whose graph connectivity is below 0.95 in some embedding."""
+    if not rows:
+        return ""
+    types = [
+        t
+        for t in rows[0]["per type"]
+        if min(r["per type"][t]["graph connectivity"] for r in rows) < 0.95
+    ]
+    if not types:
+        return ""
+    keys = list(rows[0]["per type"][types[0]])[1:]
+    head = [f"{r['embedding']}: {k}" for r in rows for k in keys]
+    lines = [
+        "Cell types whose graph connectivity is below 0.95 in some embedding:\n",
+        "| cell type | cells | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 2) + "|",
+    ]
+    for t in types:
+        vals = [f"{r['per type'][t][k]:.2f}" for r in rows for k in keys]
+        lines.append(f"| {t} | {rows[0]['per type'][t]['cells']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="snare_thirds", choices=("snare_thirds", "sim10k"))
@@ -104,7 +173,15 @@ def main(argv=None):
     p.add_argument("--multivi-epochs", type=int, default=150)
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
+    p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
+    p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
+    if not args.report:
+        run(args)
+    replace_block(args.doc, "batch_mixing", report(read_rows(args.out)))
+
+
+def run(args) -> None:
     args.cache.mkdir(exist_ok=True)
     _, split, key = load(args.dataset, args.seed)
     batch = split.obs["batch"].astype(str).to_numpy()
@@ -123,9 +200,12 @@ def main(argv=None):
     embeddings["reference: cell-type one-hot + noise"] = 3 * onehot + rng.normal(
         scale=0.3, size=onehot.shape
     )
+    status = split.obs["modality"].astype(str).to_numpy()
     for name, z in embeddings.items():
         row = {"dataset": args.dataset, "seed": args.seed, "embedding": name}
         row.update(mixing_scores(z, batch, types, args.seed))
+        if not name.startswith("reference"):
+            row["per type"] = per_type_scores(z, types, status)
         append_row(args.out, row)
 
 
