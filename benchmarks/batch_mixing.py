@@ -40,6 +40,7 @@ isotropic Gaussian noise, and a one-hot of the cell type plus noise. Rows go to
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import warnings
 from pathlib import Path
@@ -50,7 +51,9 @@ from quality import _neighbors, append_row, in_fresh_process, load, read_rows, r
 HERE = Path(__file__).resolve().parent
 
 
-def fit_latent(dataset: str, method: str, seed: int, epochs: int | None) -> np.ndarray:
+def fit_latent(
+    dataset: str, method: str, seed: int, epochs: int | None, options: dict
+) -> np.ndarray:
     """The joint latent of one fit (in the calling process)."""
     import torch
     from quality import fit_multivi, fit_scamort
@@ -59,7 +62,7 @@ def fit_latent(dataset: str, method: str, seed: int, epochs: int | None) -> np.n
     warnings.filterwarnings("ignore")
     _, split, _ = load(dataset, seed)
     if method == "scamort":
-        return fit_scamort(split, epochs, seed)["joint"]
+        return fit_scamort(split, epochs, seed, **options)["joint"]
     return fit_multivi(split, epochs, seed)["joint"]
 
 
@@ -171,6 +174,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scamort-epochs", type=int, default=None, help="default: scamort's own")
     p.add_argument("--multivi-epochs", type=int, default=150)
+    p.add_argument(
+        "--scamort-options",
+        default="{}",
+        help='JSON {"model": {...}, "train": {...}} for the scamort fit (needs --tag)',
+    )
+    p.add_argument("--tag", default="", help="label of the scamort variant")
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
     p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
@@ -188,11 +197,20 @@ def run(args) -> None:
     types = split.obs[key].astype(str).to_numpy()
     rng = np.random.default_rng(args.seed)
     embeddings = {}
+    options = json.loads(args.scamort_options)
+    if options and not args.tag:
+        raise SystemExit("--scamort-options needs a --tag that names the variant")
     for method, epochs in (("scamort", args.scamort_epochs), ("multivi", args.multivi_epochs)):
-        name = f"{method}, {epochs or 'default'} epochs"
-        path = args.cache / f"{args.dataset}_{method}_{epochs or 'default'}_seed{args.seed}.npy"
+        tag = f" [{args.tag}]" if method == "scamort" and args.tag else ""
+        name = f"{method}{tag}, {epochs or 'default'} epochs"
+        slug = "".join(c if c.isalnum() else "_" for c in tag)
+        path = (
+            args.cache / f"{args.dataset}_{method}{slug}_{epochs or 'default'}_seed{args.seed}.npy"
+        )
         if not path.exists():
-            np.save(path, in_fresh_process(fit_latent, args.dataset, method, args.seed, epochs))
+            opts = options if method == "scamort" else {}
+            z = in_fresh_process(fit_latent, args.dataset, method, args.seed, epochs, opts)
+            np.save(path, z)
         embeddings[name] = np.load(path)
     n_types = len(np.unique(types))
     onehot = np.eye(n_types)[np.unique(types, return_inverse=True)[1]]
@@ -201,7 +219,10 @@ def run(args) -> None:
         scale=0.3, size=onehot.shape
     )
     status = split.obs["modality"].astype(str).to_numpy()
+    done = {(r["dataset"], r["seed"], r["embedding"]) for r in read_rows(args.out)}
     for name, z in embeddings.items():
+        if (args.dataset, args.seed, name) in done:
+            continue
         row = {"dataset": args.dataset, "seed": args.seed, "embedding": name}
         row.update(mixing_scores(z, batch, types, args.seed))
         if not name.startswith("reference"):
