@@ -374,24 +374,34 @@ def report(rows: list[dict]) -> str:
     import pandas as pd
 
     df = add_overall(pd.DataFrame(rows))
-    tag = df.get("tag", pd.Series("default", index=df.index)).fillna("default")
-    df["label"] = [m if t == "default" else f"{m} [{t}]" for m, t in zip(df["method"], tag)]
+    df["tag"] = df.get("tag", pd.Series("default", index=df.index)).fillna("default")
+    df["label"] = [m if t == "default" else f"{m} [{t}]" for m, t in zip(df["method"], df["tag"])]
     parts = []
     for dataset in [d for d in DATASETS if d in set(df["dataset"])]:
         d = df[df["dataset"] == dataset]
         order = d.assign(_o=d["method"].map(METHODS.index)).sort_values(["_o", "epochs"])
         labels = list(dict.fromkeys(order["label"]))
         joint = [x for x in labels if x.split(" ")[0] in ("scamort", "multivi")]
+        # the models at their defaults (any epoch budget) side by side; every variant
+        # (another setting, or an earlier default) one row each below, next to the default
+        head = [x for x in joint if _is_default(d[d["label"] == x]["tag"].iloc[0])]
+        variants = [x for x in joint if x not in head]
         desc = ", ".join(
             f"{x}: {d[d['label'] == x]['epochs'].iloc[0]} epochs, seeds "
             f"{sorted(set(d[d['label'] == x]['seed']))}"
             for x in labels
+            if x not in variants
         )
         parts.append(f"### {dataset}\n\n{desc}\n")
         measures = [
             m for m in MAIN if m in d.columns and d[d["label"].isin(joint)][m].notna().any()
         ]
-        parts.append(_table_frames({x: d[d["label"] == x] for x in joint}, measures))
+        parts.append(_table_frames({x: d[d["label"] == x] for x in head}, measures))
+        if variants:
+            parts.append(
+                "\nVariants (means over their seeds; first row: the default at the same epochs):\n"
+            )
+            parts.append(_variant_table(d, variants, measures))
         keys = ["ARI", "NMI", "silhouette", "graph connectivity", "iLISI batch"]
         if "truth" in labels:
             parts.append(
@@ -414,6 +424,54 @@ def report(rows: list[dict]) -> str:
             parts.append(_table_frames(t, keys))
         parts.append("")
     return "\n".join(parts)
+
+
+def _is_default(tag) -> bool:
+    """A row of a model at its defaults: untagged, or tagged only with its epoch budget."""
+    import re
+
+    return tag in (None, "default") or bool(
+        re.fullmatch(r"(default epochs \(\d+\)|\d+ epochs)", str(tag))
+    )
+
+
+SHORT = {
+    "overall (0.6 bio + 0.4 batch)": "overall",
+    "bio conservation": "bio",
+    "batch correction": "batch",
+    "graph connectivity": "graph conn.",
+    "imputation RNA (r)": "imp. RNA",
+    "imputation ATAC (r)": "imp. ATAC",
+    "train time (s)": "time (s)",
+    "peak RSS (GB)": "RSS (GB)",
+}
+
+
+def _variant_table(d, variants: list[str], measures) -> str:
+    """One row per variant (mean over its seeds), after the default of its method at the
+    same epochs; columns are the measures."""
+    lines = [
+        "| variant | epochs | seeds | " + " | ".join(SHORT.get(m, m) for m in measures) + " |",
+        "|---" * (len(measures) + 3) + "|",
+    ]
+    seen = set()
+    for x in variants:
+        f = d[d["label"] == x]
+        method, epochs = f["method"].iloc[0], f["epochs"].iloc[0]
+        ref = d[(d["method"] == method) & (d["epochs"] == epochs) & d["tag"].map(_is_default)]
+        rows = ([(f"{method} (default)", ref)] if len(ref) else []) + [(x, f)]
+        for name, g in rows:
+            if (name, epochs) in seen:
+                continue
+            seen.add((name, epochs))
+            vals = []
+            for m in measures:
+                v = g[m].dropna().to_numpy() if m in g.columns else []
+                digits = 1 if len(v) and np.mean(np.abs(v)) >= 10 else 3
+                vals.append(f"{np.mean(v):.{digits}f}" if len(v) else "–")
+            seeds = ", ".join(str(v) for v in sorted(set(g["seed"])))
+            lines.append(f"| {name} | {epochs} | {seeds} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _table_frames(frames: dict, measures, bold: bool = True) -> str:
