@@ -75,13 +75,12 @@ def shuffled_within(labels: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
     return out
 
 
-def per_type_scores(z: np.ndarray, types: np.ndarray, status: np.ndarray) -> dict:
+def per_type_scores(nn, types: np.ndarray, status: np.ndarray) -> dict:
     """For each cell type: its graph connectivity (as scib-metrics computes it, before
     the mean over types) and the same-type share among the 15 nearest neighbours of its
-    cells with RNA and of its ATAC-only cells."""
+    cells with RNA and of its ATAC-only cells. ``nn``: the embedding's 90 neighbours."""
     from scipy.sparse.csgraph import connected_components
 
-    nn = _neighbors(z)
     graph = nn.knn_graph_distances
     same = (types[nn.indices[:, 1:16]] == types[:, None]).mean(1)
     atac_only = status == "atac_only"
@@ -98,14 +97,14 @@ def per_type_scores(z: np.ndarray, types: np.ndarray, status: np.ndarray) -> dic
     return out
 
 
-def mixing_scores(z: np.ndarray, batch: np.ndarray, types: np.ndarray, seed: int) -> dict:
+def mixing_scores(z: np.ndarray, nn, batch: np.ndarray, types: np.ndarray, seed: int) -> dict:
+    """The batch measures of the module docstring; ``nn``: the 90 neighbours of ``z``."""
     import scib_metrics
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(seed)
-    nn = _neighbors(z)
     perms = [shuffled_within(batch, types, rng) for _ in range(5)]
 
     def ilisi(b):
@@ -224,9 +223,10 @@ def run(args) -> None:
         if (args.dataset, args.seed, name) in done:
             continue
         row = {"dataset": args.dataset, "seed": args.seed, "embedding": name}
-        row.update(mixing_scores(z, batch, types, args.seed))
+        nn = _neighbors(z)
+        row.update(mixing_scores(z, nn, batch, types, args.seed))
         if not name.startswith("reference"):
-            row["per type"] = per_type_scores(z, types, status)
+            row["per type"] = per_type_scores(nn, types, status)
         append_row(args.out, row)
 
 
