@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import time
 import warnings
@@ -346,11 +347,14 @@ MAIN = [
 ]
 
 
-def _fmt(values) -> str:
+def _fmt(values, sd: bool = True) -> str:
+    """Mean ± sd of ``values`` (the mean alone with ``sd=False``); "–" when there are none."""
     v = np.asarray(values, dtype=float)
     if len(v) == 0 or np.isnan(v).all():
         return "–"
     digits = 1 if np.nanmean(np.abs(v)) >= 10 else 3
+    if not sd:
+        return f"{np.nanmean(v):.{digits}f}"
     return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.{digits}f}"
 
 
@@ -428,11 +432,7 @@ def report(rows: list[dict]) -> str:
 
 def _is_default(tag) -> bool:
     """A row of a model at its defaults: untagged, or tagged only with its epoch budget."""
-    import re
-
-    return tag in (None, "default") or bool(
-        re.fullmatch(r"(default epochs \(\d+\)|\d+ epochs)", str(tag))
-    )
+    return tag == "default" or bool(re.fullmatch(r"(default epochs \(\d+\)|\d+ epochs)", str(tag)))
 
 
 SHORT = {
@@ -464,11 +464,7 @@ def _variant_table(d, variants: list[str], measures) -> str:
             if (name, epochs) in seen:
                 continue
             seen.add((name, epochs))
-            vals = []
-            for m in measures:
-                v = g[m].dropna().to_numpy() if m in g.columns else []
-                digits = 1 if len(v) and np.mean(np.abs(v)) >= 10 else 3
-                vals.append(f"{np.mean(v):.{digits}f}" if len(v) else "–")
+            vals = [_fmt(g[m].dropna() if m in g.columns else [], sd=False) for m in measures]
             seeds = ", ".join(str(v) for v in sorted(set(g["seed"])))
             lines.append(f"| {name} | {epochs} | {seeds} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
