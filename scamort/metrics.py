@@ -82,3 +82,51 @@ def leiden_sweep(
         if nmi > best["nmi"]:
             best.update(nmi=float(nmi), resolution_nmi=r)
     return best
+
+
+def latent_recovery(
+    embedding: np.ndarray, truth: np.ndarray, labels, k: int = 15, cv: int = 5, seed: int = 0
+) -> dict:
+    """How much of a known latent state (a simulation's) an embedding keeps.
+
+    Cluster measures (silhouette, iLISI) reward an embedding that shrinks every cell
+    type to a point, which throws away the continuous variation inside the types. These
+    two measures do not; both are 1 for the true latent itself:
+
+    - ``r2_within``: the cross-validated R² of a linear regression predicting the true
+      within-type deviations (``truth`` minus its cell type's mean) from the embedding's
+      (``embedding`` minus its type's mean). 0: nothing of the within-type state is kept;
+      1 also for any invertible linear map of the truth.
+    - ``knn_kept``: the mean share of each cell's ``k`` nearest neighbours in ``truth``
+      that are also among its ``k`` nearest neighbours in the embedding (chance: k / n);
+      1 also for a rotation or uniform scaling of the truth.
+    """
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.neighbors import NearestNeighbors
+
+    emb, truth = np.asarray(embedding, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    labels = np.asarray(labels)
+    if len(emb) != len(truth) or len(emb) != len(labels):
+        raise ValueError(
+            f"embedding, truth and labels must have one row per cell: "
+            f"{len(emb)}, {len(truth)}, {len(labels)}"
+        )
+
+    def within(x):
+        out = x.copy()
+        for t in np.unique(labels):
+            out[labels == t] -= x[labels == t].mean(0)
+        return out
+
+    target = within(truth)
+    folds = KFold(cv, shuffle=True, random_state=seed)
+    pred = cross_val_predict(LinearRegression(), within(emb), target, cv=folds)
+    r2 = 1.0 - ((pred - target) ** 2).sum() / (target**2).sum()
+
+    def neighbours(x):
+        return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)
+
+    a, b = neighbours(truth)[:, 1:], neighbours(emb)[:, 1:]
+    kept = (a[:, :, None] == b[:, None, :]).any(-1).mean()
+    return {"r2_within": float(r2), "knn_kept": float(kept)}

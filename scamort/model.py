@@ -87,6 +87,13 @@ class SCAMORT:
         What the ATAC expert reads: ``"binary"`` peaks (PeakVI) or ``"tfidf"``,
         log1p(1e4 x TF x IDF) of the binarized peaks (TF: over the cell's open peaks; IDF:
         cells with ATAC / (1 + cells where the peak is open), from the training data).
+    adversarial_batch_weight
+        Weight of adversarial batch mixing (as MULTIVI's): a small classifier learns the
+        batch from z and the encoders are trained to make its guess uniform over the
+        other batches. 0 (default) turns it off; it needs at least two batches.
+    cell_factor_hidden
+        Width of the hidden layer of the network that reads the ATAC cell factor (the
+        cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
     seed
         Seed of the weight initialisation.
     """
@@ -107,6 +114,7 @@ class SCAMORT:
         single_views: Literal["auto", "all", "sample"] = "auto",
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
+        cell_factor_hidden: int | None = None,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -131,6 +139,7 @@ class SCAMORT:
             single_views=single_views,
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
+            cell_factor_hidden=cell_factor_hidden,
         )
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import scamort
-from scamort.metrics import foscttm, label_transfer_accuracy, leiden_sweep
+from scamort.metrics import foscttm, label_transfer_accuracy, latent_recovery, leiden_sweep
 
 # Thresholds. The simulation has 6 equally likely cell types, so label transfer by
 # chance is ~0.17 and FOSCTTM of unrelated embeddings ~0.5; a trained model reaches
@@ -26,6 +26,21 @@ def test_clusters_recover_cell_types(trained, sim_mdata):
     assert z.shape == (sim_mdata.n_obs, 20) and np.isfinite(z).all()
     _, types = _status(sim_mdata)
     assert leiden_sweep(z, types)["ari"] >= MIN_ARI
+
+
+def test_embedding_keeps_the_state_within_cell_types(trained, sim_mdata):
+    # The simulator's cells vary around their type's centre; that variation drives both
+    # modalities, so a good embedding keeps it rather than shrinking each type to a point.
+    _, types = _status(sim_mdata)
+    z = trained.get_latent_representation()
+    kept = latent_recovery(z, sim_mdata.obsm["X_true"], types)
+    assert kept["r2_within"] > 0.4
+    assert kept["knn_kept"] > 0.15  # chance: 15 of a type's ~250 cells, 0.06
+    # Control: the same embedding with every type collapsed onto its mean fails both bars.
+    centres = {t: z[types == t].mean(0) for t in np.unique(types)}
+    collapsed = np.stack([centres[t] for t in types])
+    lost = latent_recovery(collapsed, sim_mdata.obsm["X_true"], types)
+    assert lost["r2_within"] < 0.4 and lost["knn_kept"] < 0.15
 
 
 def test_unpaired_cells_of_a_type_land_together(trained, sim_mdata):

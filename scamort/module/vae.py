@@ -61,6 +61,7 @@ class ModuleConfig:
     single_views: SingleViews = "all"
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
+    cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -159,6 +160,7 @@ class MultiVAE(nn.Module):
             c.dropout,
             zero_inflated=c.likelihoods[m] == "zinb",
             n_dispersion_groups=groups,
+            cell_factor_hidden=c.cell_factor_hidden or c.n_hidden,
         )
 
     # ---- inference: q(z | x) ---------------------------------------------------------

@@ -65,6 +65,7 @@ class NBDecoder(_Decoder):
         *,
         zero_inflated: bool = False,
         n_dispersion_groups: int = 1,
+        **_,
     ):
         super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
         self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, n_features))
@@ -85,12 +86,25 @@ class NBDecoder(_Decoder):
 class BernoulliDecoder(_Decoder):
     """PeakVI: y_np ~ Bernoulli(sigmoid(f(z, s))_p * sigmoid(c_n) * sigmoid(r_p))."""
 
-    def __init__(self, n_latent, n_features, n_cov, n_hidden, n_layers, dropout, **_):
+    def __init__(
+        self,
+        n_latent,
+        n_features,
+        n_cov,
+        n_hidden,
+        n_layers,
+        dropout,
+        *,
+        cell_factor_hidden: int | None = None,
+        **_,
+    ):
         super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
         self.region_logit = nn.Parameter(torch.zeros(n_features))
-        # The cell factor c_n is read off the cell's own peaks (PeakVI's l-encoder).
-        self.cell_factor_body = MLP(n_features, 0, n_hidden, 1, dropout, sparse_input=True)
-        self.cell_factor = nn.Linear(n_hidden, 1)
+        # The cell factor c_n is read off the cell's own peaks (PeakVI's l-encoder), by a
+        # network of one hidden layer of width cell_factor_hidden (default n_hidden).
+        width = cell_factor_hidden or n_hidden
+        self.cell_factor_body = MLP(n_features, 0, width, 1, dropout, sparse_input=True)
+        self.cell_factor = nn.Linear(width, 1)
 
     def encoder_input(self, x: SparseRows) -> SparseRows:
         return x.with_values((x.val > 0).to(x.val.dtype))
