@@ -160,7 +160,7 @@ class MultiVAE(nn.Module):
             c.dropout,
             zero_inflated=c.likelihoods[m] == "zinb",
             n_dispersion_groups=groups,
-            cell_factor_hidden=c.cell_factor_hidden or c.n_hidden,
+            cell_factor_hidden=c.cell_factor_hidden,
         )
 
     # ---- inference: q(z | x) ---------------------------------------------------------
