@@ -308,3 +308,18 @@ def test_single_views_auto_samples_when_most_cells_are_paired(tiny_mdata):
     assert scamort.SCAMORT(paired, single_views="sample").config.single_views == "sample"
     with pytest.raises(ValueError, match="single_views='some'.*'auto'"):
         scamort.SCAMORT(paired, single_views="some")
+
+
+def test_cell_factor_width_is_set_saved_and_defaults_to_n_hidden(tiny_mdata, tmp_path):
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    default = scamort.SCAMORT(tiny_mdata, n_hidden=32).module.decoders["atac"]
+    assert default.cell_factor.in_features == 32
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, cell_factor_hidden=8)
+    assert model.module.decoders["atac"].cell_factor.in_features == 8
+    model.train(max_epochs=1, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
+    assert loaded.module.decoders["atac"].cell_factor.in_features == 8
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), rtol=1e-5
+    )
