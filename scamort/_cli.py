@@ -7,22 +7,46 @@ import sys
 from pathlib import Path
 
 
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit code 2, one line)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scamort", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit a .h5mu / .h5ad and write the embedding back")
-    fit.add_argument("input", help=".h5mu (modalities rna/atac) or .h5ad (with --modality)")
+    fit = sub.add_parser(
+        "fit",
+        help="fit .h5mu / .h5ad / 10x .h5 files and write the embedding back",
+        description="Fit one experiment, or several separate ones together "
+        "(scamort fit multiome.h5mu rna.h5ad:rna atac.h5ad:atac --out all.h5mu).",
+    )
+    fit.add_argument(
+        "input",
+        nargs="+",
+        help="a .h5mu (modalities rna / atac, or either alone), a .h5ad of one modality, or "
+        "a 10x Cell Ranger ARC filtered_feature_bc_matrix.h5. Append :rna or :atac to a "
+        ".h5ad to say its modality (guessed from 10x feature types or peak-like names "
+        "otherwise). Several inputs are combined into one MuData (scamort.combine), with "
+        "obs['dataset'] naming each file's cells",
+    )
     fit.add_argument(
         "--out",
         default=None,
-        help="output file (.h5mu for MuData input, "
+        help="output file (.h5mu for MuData input, 10x input or several inputs; "
         ".h5ad for AnnData input): the input plus obsm['X_scamort*'] (not with --backed)",
     )
     fit.add_argument(
         "--backed",
         action="store_true",
         help="leave the counts on disk and stream them in chunks; the embeddings are "
-        "written into INPUT's obsm, chunk by chunk (for data larger than memory)",
+        "written into INPUT's obsm, chunk by chunk (for data larger than memory; one "
+        ".h5mu / .h5ad input)",
+    )
+    fit.add_argument(
+        "--dataset-covariate",
+        action="store_true",
+        help="with several inputs: use obs['dataset'] (which input a cell came from) as a "
+        "categorical covariate, beside --batch-key",
     )
     fit.add_argument("--devices", type=int, default=1, help="devices (GPUs or CPU processes)")
     fit.add_argument("--strategy", default="auto", help='e.g. "ddp" with --devices > 1')
@@ -40,12 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     fit.add_argument("--save-model", default=None, metavar="DIR", help="also save the model")
-    fit.add_argument("--rna-key", default="rna", help="RNA modality name in the MuData")
-    fit.add_argument("--atac-key", default="atac", help="ATAC modality name in the MuData")
+    fit.add_argument(
+        "--rna-key",
+        default=None,
+        help="RNA modality name in the MuData (default 'rna', left out if the file has none)",
+    )
+    fit.add_argument(
+        "--atac-key",
+        default=None,
+        help="ATAC modality name in the MuData (default 'atac', left out if the file has none)",
+    )
     fit.add_argument("--rna-layer", default=None, help="layer with raw RNA counts (default .X)")
     fit.add_argument("--atac-layer", default=None, help="layer with raw ATAC counts")
     fit.add_argument(
-        "--modality", choices=["rna", "atac"], default=None, help="the modality of a .h5ad input"
+        "--modality",
+        choices=["rna", "atac"],
+        default=None,
+        help="the modality of a single .h5ad input (same as INPUT:rna / INPUT:atac)",
     )
     fit.add_argument(
         "--refine-steps",
@@ -80,36 +115,128 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def fit(args) -> None:
-    from ._io import read, write_atomic
-    from .model import SCAMORT
+def _input(arg: str) -> tuple[str, str | None]:
+    """``path`` or ``path:rna`` / ``path:atac`` -> (path, modality or None)."""
+    path, sep, kind = arg.rpartition(":")
+    if sep and kind in ("rna", "atac"):
+        return path, kind
+    return arg, None
 
+
+def _check_args(args) -> None:
     if args.backed == (args.out is not None):
-        raise ValueError("pass either --out FILE or --backed (results written into INPUT).")
+        raise UsageError("pass either --out FILE or --backed (results written into INPUT).")
     if args.paired == "average" and args.refine_steps > 0:
-        raise ValueError(
+        raise UsageError(
             "--refine-steps refines the product-of-experts posterior: use --paired auto or "
             "product with it, or drop --refine-steps for --paired average."
         )
-    data = read(args.input, backed="r+" if args.backed else None)
-    is_mudata = Path(args.input).suffix == ".h5mu"
+    if len(args.input) > 1:
+        if args.backed:
+            raise UsageError("--backed takes one input file; combine the files first.")
+        if args.modality is not None:
+            raise UsageError("with several inputs, say each .h5ad's modality as FILE:rna.")
+    elif args.dataset_covariate:
+        raise UsageError("--dataset-covariate needs several inputs.")
+    if args.resume and args.checkpoint_dir is None:
+        raise UsageError("--resume needs --checkpoint-dir DIR.")
+
+
+def _load(args):
+    """The data to fit (read, or several inputs combined) and whether it is a MuData."""
+    from mudata import MuData
+
+    from .experiments import combine
+    from .readers import ReadError, file_kind, read
+
+    inputs = [_input(a) for a in args.input]
+    if len(inputs) == 1:
+        path, kind = inputs[0]
+        kind = kind or args.modality
+        if kind is not None and file_kind(path) != "anndata":
+            raise UsageError(f"{path}: a modality (:{kind} / --modality) is for .h5ad inputs.")
+        data = read(path, backed="r+" if args.backed else None)
+        if isinstance(data, MuData):
+            return data, True
+        if kind is None:
+            from .experiments import guess_modality
+
+            kind = guess_modality(data)
+            if kind is None:
+                raise ReadError(
+                    path,
+                    "cannot tell whether it holds RNA or ATAC; say it with --modality rna "
+                    f"(or atac), or as {path}:rna.",
+                )
+        args.modality = kind
+        return data, False
+    data = combine(
+        {_unique_stem(p, inputs): p for p, _ in inputs},
+        modalities=[k for _, k in inputs],
+        rna_key=args.rna_key or "rna",
+        atac_key=args.atac_key or "atac",
+    )
+    return data, True
+
+
+def _unique_stem(path: str, inputs) -> str:
+    """The file's stem, or its path where two inputs share a stem."""
+    stems = [Path(p).stem for p, _ in inputs]
+    stem = Path(path).stem
+    return stem if stems.count(stem) == 1 else path
+
+
+def _modality_keys(data, args, source: str) -> tuple[str | None, str | None]:
+    """The RNA and ATAC modality names to register: as asked, or the defaults where the
+    MuData has them (a file with one modality is fitted on that one alone)."""
+    from .readers import ReadError
+
+    have = list(data.mod)
+    keys = []
+    for asked, default in ((args.rna_key, "rna"), (args.atac_key, "atac")):
+        if asked is not None and asked not in have:
+            raise ReadError(
+                source,
+                f"it has no modality {asked!r} (it has {have}); pass one of them to "
+                "--rna-key / --atac-key.",
+            )
+        keys.append(asked if asked is not None else default if default in have else None)
+    if keys == [None, None]:
+        raise ReadError(
+            source,
+            f"it has no modality 'rna' or 'atac' (it has {have}); name them with "
+            "--rna-key / --atac-key.",
+        )
+    return keys[0], keys[1]
+
+
+def fit(args) -> None:
+    from ._io import write_atomic
+    from .model import SCAMORT
+
+    _check_args(args)
+    data, is_mudata = _load(args)
+    expected = ".h5mu" if is_mudata else ".h5ad"
+    if args.out is not None and Path(args.out).suffix != expected:
+        raise UsageError(
+            f"--out must end in {expected} for {'a MuData' if is_mudata else 'an AnnData'}."
+        )
+    covariates = ["dataset"] if args.dataset_covariate else None
     if is_mudata:
+        source = args.input[0] if len(args.input) == 1 else "the combined inputs"
+        rna_key, atac_key = _modality_keys(data, args, source)
         SCAMORT.setup_mudata(
             data,
-            rna_key=args.rna_key,
-            atac_key=args.atac_key,
+            rna_key=rna_key,
+            atac_key=atac_key,
             rna_layer=args.rna_layer,
             atac_layer=args.atac_layer,
             batch_key=args.batch_key,
+            categorical_covariate_keys=covariates,
         )
     else:
-        if args.modality is None:
-            raise ValueError("a .h5ad input needs --modality rna or --modality atac.")
         layer = args.rna_layer if args.modality == "rna" else args.atac_layer
         SCAMORT.setup_anndata(data, modality=args.modality, layer=layer, batch_key=args.batch_key)
-    expected = ".h5mu" if is_mudata else ".h5ad"
-    if args.out is not None and Path(args.out).suffix != expected:
-        raise ValueError(f"--out must end in {expected} for a {Path(args.input).suffix} input.")
     model = SCAMORT(data, seed=args.seed)
     model.train(
         max_epochs=args.epochs,
@@ -146,7 +273,7 @@ def fit(args) -> None:
         write_atomic(data, args.out)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
-    print(f"wrote {args.input if args.backed else args.out}: obsm {sorted(keys)}")
+    print(f"wrote {args.input[0] if args.backed else args.out}: obsm {sorted(keys)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_cells=args.n_cells,
                 gap_cells=args.gap_cells,
             )
-    except (DataError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (DataError, UsageError) as err:  # the user's data or command line; bugs show
         print(f"scamort {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,30 +1,13 @@
-"""Reading inputs and writing outputs atomically."""
+"""Writing outputs atomically (reading is in :mod:`scamort.readers`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
-import anndata as ad
 import mudata as md
-
-
-def read(path: str | os.PathLike, backed: str | None = None):
-    """Read a ``.h5mu`` as MuData or a ``.h5ad`` as AnnData (``backed="r"/"r+"``: the
-    count matrices stay on disk)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input file {path} does not exist.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        if path.suffix == ".h5mu":
-            return md.read_h5mu(path, backed=backed)
-        if path.suffix == ".h5ad":
-            return ad.read_h5ad(path, backed=backed)
-    raise ValueError(f"{path}: expected a .h5mu or .h5ad file.")
 
 
 @contextlib.contextmanager

@@ -66,3 +66,44 @@ def assert_same(before: dict, after: dict) -> None:
             assert v.equals(after[k])
         else:
             assert v == after[k]
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_10x_h5(mdata, path) -> None:
+    """A paired MuData written in Cell Ranger ARC's filtered_feature_bc_matrix.h5 layout
+    (features x barcodes CSC; feature types 'Gene Expression' and 'Peaks')."""
+    import h5py
+    import scipy.sparse as sp
+
+    rna, atac = mdata["rna"], mdata["atac"]
+    X = sp.hstack([sp.csr_matrix(rna.X), sp.csr_matrix(atac.X)], format="csr").astype(np.int32)
+    X.sort_indices()
+    names = [*rna.var_names, *atac.var_names]
+    ids = [*rna.var.get("gene_ids", rna.var_names), *atac.var_names]
+    types = ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars
+    intervals = [*rna.var.get("interval", ["NA"] * rna.n_vars), *atac.var_names]
+    with h5py.File(path, "w") as f:
+        m = f.create_group("matrix")
+        m["barcodes"] = np.array(rna.obs_names, dtype="S")
+        m["data"], m["indices"], m["indptr"] = X.data, X.indices.astype(np.int64), X.indptr
+        m["shape"] = np.array([X.shape[1], X.shape[0]], dtype=np.int32)
+        feats = m.create_group("features")
+        feats["_all_tag_keys"] = np.array([b"genome", b"interval"])
+        feats["feature_type"] = np.array(types, dtype="S")
+        feats["genome"] = np.array(["GRCh38"] * len(names), dtype="S")
+        feats["id"] = np.array(ids, dtype="S")
+        feats["interval"] = np.array(intervals, dtype="S")
+        feats["name"] = np.array(names, dtype="S")
+
+
+@pytest.fixture(scope="session")
+def pbmc_tiny():
+    """The shared 10x Multiome PBMC fixture (1,000 paired cells, 45 genes, 174 peaks)."""
+    import mudata as md
+
+    path = SHARED_DATA / "pbmc_multiome_tiny" / "pbmc_multiome_tiny.h5mu"
+    if not path.exists():
+        pytest.skip(f"{path} is not there (shared/ lies beside the repository in CI)")
+    return md.read_h5mu(path)

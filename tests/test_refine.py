@@ -102,10 +102,57 @@ def test_fixed_noise_refinement_is_monotone(linear_gaussian):
         fixed_noise=True,
         generator=torch.Generator().manual_seed(0),
     )
-    # lr 0.5 makes Adam overshoot on some cells; the best iterate is kept per cell.
-    assert (out.elbo_after >= out.elbo_before).all()
+    # lr 0.5 makes Adam overshoot on some cells; the best iterate is kept per cell. What
+    # is kept must be better under the exact ELBO too, not only under the fixed draws.
     assert (out.elbo_after > out.elbo_before).float().mean() > 0.9
     assert (lg["exact_elbo"](out.loc, out.scale) > lg["exact_elbo"](loc0, scale0)).all()
+
+
+@pytest.mark.parametrize("fixed_noise", [False, True])
+def test_refinement_itself_raises_every_cells_exact_elbo(linear_gaussian, fixed_noise):
+    """With the fall-back off, the last iterate is returned as it is: refinement alone
+    must raise the exact ELBO of every cell from a poor start (the family holds the
+    posterior), and the ELBO it reports must be the one it measured there."""
+    lg = linear_gaussian
+    loc0, scale0 = lg["mean"] + 0.5, lg["scale"] * 2.0
+    out = refine(
+        lg["log_lik"],
+        loc0,
+        scale0,
+        steps=200,
+        lr=0.02,
+        n_samples=16,
+        fixed_noise=fixed_noise,
+        fallback=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    before, after = lg["exact_elbo"](loc0, scale0), lg["exact_elbo"](out.loc, out.scale)
+    assert (after > before).all()
+    assert (lg["log_px"] - after).max() < 0.1 * (lg["log_px"] - before).min()
+    # the reported ELBO is a 16-draw estimate at the returned posterior, unbiased for
+    # fresh draws and over-fitted by a little for fixed ones: right on average
+    assert abs((out.elbo_after - after).mean()) < 0.3
+
+
+def test_diverged_refinement_falls_back_to_its_start():
+    """A likelihood that turns NaN beyond z = 1 pulls every cell there: without the
+    fall-back the result is NaN; with it every cell keeps its finite start."""
+
+    def log_lik(zs):  # (S, N, 1)
+        v = 10.0 * zs[..., 0]
+        return torch.where(zs[..., 0] < 1.0, v, torch.full_like(v, torch.nan))
+
+    loc0 = torch.zeros(5, 1, dtype=torch.float64)
+    scale0 = torch.full((5, 1), 0.1, dtype=torch.float64)
+    kw = dict(steps=50, lr=0.2, generator=torch.Generator().manual_seed(0))
+    raw = refine(log_lik, loc0, scale0, fallback=False, **kw)
+    assert not torch.isfinite(raw.elbo_after).all()
+    out = refine(log_lik, loc0, scale0, **kw)  # fresh draws: the last iterate diverged
+    assert torch.isfinite(out.loc).all() and torch.isfinite(out.elbo_after).all()
+    torch.testing.assert_close(out.elbo_after, out.elbo_before)
+    torch.testing.assert_close(out.loc, loc0)
+    out = refine(log_lik, loc0, scale0, fixed_noise=True, n_samples=4, **kw)  # best iterate
+    assert torch.isfinite(out.loc).all() and torch.isfinite(out.elbo_after).all()
 
 
 def test_fresh_noise_refinement_does_not_lower_the_elbo(linear_gaussian):
@@ -121,7 +168,6 @@ def test_fresh_noise_refinement_does_not_lower_the_elbo(linear_gaussian):
         n_eval=16,
         generator=torch.Generator().manual_seed(0),
     )
-    assert (out.elbo_after >= out.elbo_before).all()
     loss = lg["log_px"] - lg["exact_elbo"](out.loc, out.scale)
     # The before/after comparison uses 16 common draws; its standard error per cell:
     eps = torch.randn(16, 40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))

@@ -101,13 +101,14 @@ def test_empty_modality_and_empty_features(tiny_mdata):
         _setup(tiny_mdata)
 
 
-def test_empty_feature(tiny_mdata):
+def test_empty_feature_is_kept_with_a_warning(tiny_mdata):
     rna = tiny_mdata.mod["rna"]
     X = rna.X.tolil()
     X[:, 5] = 0
     rna.X = X.tocsr()
-    with pytest.raises(DataError, match=r"1 features of modality 'rna' .*gene_5.*filter_genes"):
-        _setup(tiny_mdata)
+    with pytest.warns(UserWarning, match=r"1 of 60 features of modality 'rna' .*gene_5"):
+        spec = _setup(tiny_mdata)
+    assert "gene_5" in spec.features[0]
 
 
 def test_stale_mudata_and_wrong_type(tiny_mdata):

@@ -1,13 +1,14 @@
 """The data layer: the only place that touches AnnData / MuData."""
 
 from .loaders import CellTensors, make_loader, resolve_placement
-from .setup import CellData, DataError, DataSpec, register, to_cell_data
+from .setup import CellData, DataError, DataSpec, EmptyFeaturesWarning, register, to_cell_data
 
 __all__ = [
     "CellData",
     "CellTensors",
     "DataError",
     "DataSpec",
+    "EmptyFeaturesWarning",
     "make_loader",
     "register",
     "resolve_placement",

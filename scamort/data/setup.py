@@ -7,6 +7,7 @@ modality masks, covariate codes). Nothing is written into the user's object.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -29,6 +30,10 @@ KINDS = ("rna", "atac")
 
 class DataError(ValueError):
     """The data cannot be used as given; the message names the problem and the fix."""
+
+
+class EmptyFeaturesWarning(UserWarning):
+    """Some features have no counts in any cell that has their modality (they are kept)."""
 
 
 @dataclass(frozen=True)
@@ -262,15 +267,42 @@ def register(
         is_mudata=isinstance(data, MuData),
     )
     cell_data = to_cell_data(data, spec, chunk_size)
-    for j, m in enumerate(names):
-        empty = cell_data.cells_per_feature(m) == 0
-        if empty.any():
-            raise DataError(
-                f"{int(empty.sum())} features of modality {m!r} have zero counts in every "
-                f"cell (e.g. {np.asarray(spec.features[j])[empty][:3].tolist()}). Remove them "
-                "first, e.g. scanpy.pp.filter_genes(adata, min_cells=1) on that modality."
-            )
+    warn_empty_features(spec, cell_data)
     return spec, cell_data
+
+
+def empty_features(spec: DataSpec, cells) -> dict[str, np.ndarray]:
+    """Per modality, the names of the features with no count in any cell that has it."""
+    out = {}
+    for j, m in enumerate(spec.modalities):
+        empty = cells.cells_per_feature(m) == 0
+        if empty.any():
+            out[m] = np.asarray(spec.features[j])[empty]
+    return out
+
+
+def warn_empty_features(spec: DataSpec, cells) -> None:
+    """One warning naming the features without counts (kept: they are data, not errors).
+
+    A gene or peak with no count among the cells of its modality is common in any real
+    subset, split or concatenation of experiments. The model keeps it: its decoded mean
+    is driven toward zero and every likelihood stays finite.
+    """
+    empty = empty_features(spec, cells)
+    if not empty:
+        return
+    parts = [
+        f"{len(v)} of {len(spec.features[spec.modalities.index(m)])} features of modality "
+        f"{m!r} (e.g. {v[:3].tolist()})"
+        for m, v in empty.items()
+    ]
+    warnings.warn(
+        "features with no counts in any cell that has their modality are kept (their "
+        f"decoded values will be near zero): {'; '.join(parts)}. Remove them first "
+        "(scanpy.pp.filter_genes(adata, min_cells=1)) if you do not want them.",
+        EmptyFeaturesWarning,
+        stacklevel=5,  # the user's setup_* call
+    )
 
 
 def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData | BackedCells:

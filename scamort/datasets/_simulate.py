@@ -37,9 +37,10 @@ def simulate_multiome(
     - ATAC: open with probability sigmoid(V z + c + batch shift) times a cell factor,
       peaks mostly at 1 with a few 2s (about 1-4 % non-zero).
     The batch shifts are per-feature offsets of scale ``batch_effect``. Cells are split
-    at random into paired, RNA-only (``frac_rna_only``) and ATAC-only (the rest). Any
-    all-zero cell row or feature column receives a single count, so the result passes
-    validation.
+    at random into paired, RNA-only (``frac_rna_only``) and ATAC-only (the rest). A cell
+    with no count in a modality it has receives one at a random feature (such a cell
+    could not be embedded from that modality); a feature may have no counts at all, as
+    in real data.
 
     Returns
     -------
@@ -48,7 +49,7 @@ def simulate_multiome(
     ``modality`` (paired / rna_only / atac_only); the true latent is in
     ``.obsm["X_true"]``.
     """
-    rng, blocks = _blocks(
+    _, blocks = _blocks(
         n_cells,
         n_genes,
         n_peaks,
@@ -69,8 +70,8 @@ def simulate_multiome(
     names = obs.index
     has_rna, has_atac = status != "atac_only", status != "rna_only"
     mods = {
-        "rna": _anndata(rna[has_rna], obs[has_rna], _names("gene", n_genes), rng),
-        "atac": _anndata(atac[has_atac], obs[has_atac], _names("peak", n_peaks), rng),
+        "rna": _anndata(rna[has_rna], obs[has_rna], _names("gene", n_genes)),
+        "atac": _anndata(atac[has_atac], obs[has_atac], _names("peak", n_peaks)),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -174,17 +175,9 @@ def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs):
     return cell_type, batch, status, z, sp.csr_matrix(rna), sp.csr_matrix(atac)
 
 
-def _anndata(counts: sp.csr_matrix, obs: pd.DataFrame, var_names, rng) -> ad.AnnData:
-    """Any feature with no count gets one, in a random cell."""
-    counts = counts.tolil() if _has_empty(counts) else counts
-    for col in np.flatnonzero(np.asarray(counts.sum(0)).ravel() == 0):
-        counts[rng.integers(counts.shape[0]), col] = 1
+def _anndata(counts: sp.csr_matrix, obs: pd.DataFrame, var_names) -> ad.AnnData:
     counts = sp.csr_matrix(counts, dtype=np.int32)
     return ad.AnnData(counts, obs=obs.copy(), var=pd.DataFrame(index=var_names))
-
-
-def _has_empty(counts: sp.csr_matrix) -> bool:
-    return bool((np.bincount(counts.indices, minlength=counts.shape[1]) == 0).any())
 
 
 def write_simulated_multiome(
@@ -217,20 +210,7 @@ def write_simulated_multiome(
     n_features = {"rna": n_genes, "atac": n_peaks}
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         store = h5py.File(Path(scratch) / "counts.h5", "w")
-        kept, nnz = _append_counts(store, args, {})
-        if any((v == 0).any() for v in nnz.values()):
-            # Features with no count get one in a random cell, as in simulate_multiome
-            # (same generator, same order); the blocks are drawn again with them.
-            rng, _ = _blocks(*args)
-            status = np.concatenate(kept["status"])
-            fixes = {}
-            for m, v in nnz.items():
-                n_rows = int((status != ("atac_only" if m == "rna" else "rna_only")).sum())
-                cols = np.flatnonzero(v == 0)
-                fixes[m] = (np.array([rng.integers(n_rows) for _ in cols], dtype=np.int64), cols)
-            for m in list(store):
-                del store[m]
-            kept, nnz = _append_counts(store, args, fixes)
+        kept = _append_counts(store, args)
         cell_type, batch, status, z = (np.concatenate(kept[k]) for k in kept)
         obs = _obs(cell_type, batch, status)
         has = {"rna": status != "atac_only", "atac": status != "rna_only"}
@@ -259,14 +239,13 @@ def write_simulated_multiome(
     return path
 
 
-def _append_counts(store, args, fixes):
-    """Draw the blocks and append each modality's counts to ``store``; ``fixes``: per
-    modality, (rows, cols) set to one. Returns the per-cell draws and per-feature nnz."""
+def _append_counts(store, args):
+    """Draw the blocks and append each modality's counts to ``store``; returns the
+    per-cell draws."""
     from anndata.io import sparse_dataset, write_elem
 
     _, blocks = _blocks(*args)
     kept = {"cell_type": [], "batch": [], "status": [], "z": []}
-    nnz, offset = {}, {"rna": 0, "atac": 0}
     for cell_type, batch, status, z, rna, atac in blocks:
         for key, v in zip(kept, (cell_type, batch, status, z.astype(np.float32))):
             kept[key].append(v)
@@ -275,18 +254,8 @@ def _append_counts(store, args, fixes):
             ("atac", atac, status != "rna_only"),
         ):
             counts = counts[has]
-            if m in fixes:
-                rows, cols = fixes[m]
-                here = (rows >= offset[m]) & (rows < offset[m] + counts.shape[0])
-                add = sp.csr_matrix(
-                    (np.ones(here.sum(), np.int32), (rows[here] - offset[m], cols[here])),
-                    shape=counts.shape,
-                )
-                counts = (counts + add).tocsr()
-            offset[m] += counts.shape[0]
-            nnz[m] = nnz.get(m, 0) + np.bincount(counts.indices, minlength=counts.shape[1])
             if m in store:
                 sparse_dataset(store[m]).append(counts)
             else:
                 write_elem(store, m, counts)
-    return kept, nnz
+    return kept

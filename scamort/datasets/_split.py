@@ -21,8 +21,8 @@ def unpair(
 
     ``frac_rna_only`` of the cells lose their ATAC profile and ``frac_atac_only`` their
     RNA profile; the rest stay paired. The input is not modified. ``.obs`` keeps the
-    input's columns and gains ``modality`` (paired / rna_only / atac_only). Features left
-    with no count in the remaining cells are dropped, as setup requires.
+    input's columns and gains ``modality`` (paired / rna_only / atac_only). Every feature
+    is kept, also one left with no count in the remaining cells.
     """
     if frac_rna_only < 0 or frac_atac_only < 0 or frac_rna_only + frac_atac_only > 1:
         raise ValueError("need 0 <= frac_rna_only, frac_atac_only and their sum <= 1.")
@@ -40,8 +40,7 @@ def unpair(
         sub = (
             mod[keep[name].reindex(mod.obs_names).fillna(True).to_numpy()] if name in keep else mod
         )
-        nonempty = np.asarray(sub.X.sum(0)).ravel() > 0
-        mods[name] = sub[:, nonempty].copy()
+        mods[name] = sub.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         out = md.MuData(mods)

@@ -95,6 +95,7 @@ def refine(
     n_eval: int = 16,
     generator: torch.Generator | None = None,
     checkpoints: tuple[int, ...] = (),
+    fallback: bool = True,
 ) -> Refined:
     """K Adam steps on every cell's own ELBO, vectorised over the cells of a block.
 
@@ -111,6 +112,10 @@ def refine(
       the fixed objective can be over-fitted (the true ELBO may drop), so use it with
       ``n_samples`` in the tens.
 
+    A cell whose refinement diverged (a non-finite ELBO) falls back to its start too.
+    ``fallback=False`` returns the last iterate of every cell as it is, with its measured
+    ELBO (what refinement itself achieved, for diagnostics and tests).
+
     ``tol`` stops once no cell's loc or log scale moved by more than ``tol`` in a step.
     ``checkpoints`` also returns the posterior after each of these step counts.
     """
@@ -126,7 +131,7 @@ def refine(
     while taken < steps:
         eps = fixed if fixed_noise else _randn((n_samples, *loc.shape), loc, generator)
         value = elbo(log_lik, mu, log_sigma.exp(), eps)
-        if fixed_noise:  # the value at the current iterate is the objective itself
+        if fixed_noise and fallback:  # the value at the current iterate is the objective
             with torch.no_grad():
                 _keep_better(value, best, best_mu, best_ls, mu, log_sigma)
         before = (mu.detach().clone(), log_sigma.detach().clone()) if tol is not None else None
@@ -135,12 +140,13 @@ def refine(
         mu.grad, log_sigma.grad = torch.autograd.grad(-value.sum(), [mu, log_sigma])
         opt.step()
         taken += 1
-        if not fixed_noise:
+        if not (fixed_noise and fallback):
             best_mu, best_ls = mu.detach(), log_sigma.detach()
         if taken in checkpoints:
             saved[taken] = _final(
                 log_lik,
                 fixed_noise,
+                fallback,
                 measure,
                 start,
                 best,
@@ -156,7 +162,18 @@ def refine(
             if moved.item() < tol:
                 break
     out_loc, out_scale, after = _final(
-        log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc, scale
+        log_lik,
+        fixed_noise,
+        fallback,
+        measure,
+        start,
+        best,
+        best_mu,
+        best_ls,
+        mu,
+        log_sigma,
+        loc,
+        scale,
     )
     for c in checkpoints:  # stopped early: later checkpoints hold the final posterior
         saved.setdefault(c, (out_loc, out_scale))
@@ -171,9 +188,25 @@ def _keep_better(value, best, best_mu, best_ls, mu, log_sigma) -> None:
 
 
 @torch.no_grad()
-def _final(log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log_sigma, loc, scale):
-    """(loc, scale, elbo) to report: the best iterate (fixed noise, after scoring the
-    last one) or the last iterate, falling back per cell to the start if it measured worse."""
+def _final(
+    log_lik,
+    fixed_noise,
+    fallback,
+    measure,
+    start,
+    best,
+    best_mu,
+    best_ls,
+    mu,
+    log_sigma,
+    loc,
+    scale,
+):
+    """(loc, scale, elbo) to report. With ``fallback``: the best iterate (fixed noise, after
+    scoring the last one) or the last iterate, falling back per cell to the start where it
+    measured worse or not finite. Without: the last iterate and its measured ELBO."""
+    if not fallback:
+        return mu.detach(), log_sigma.exp().detach(), elbo(log_lik, mu, log_sigma.exp(), measure)
     if fixed_noise:
         best, best_mu, best_ls = best.clone(), best_mu.clone(), best_ls.clone()
         _keep_better(
@@ -181,11 +214,11 @@ def _final(log_lik, fixed_noise, measure, start, best, best_mu, best_ls, mu, log
         )
         return best_mu, best_ls.exp(), best
     after = elbo(log_lik, mu, log_sigma.exp(), measure)
-    worse = (after < start)[:, None]
+    worse = ~(after >= start)  # NaN compares False: a diverged cell falls back as well
     return (
-        torch.where(worse, loc, mu.detach()),
-        torch.where(worse, scale, log_sigma.exp()),
-        torch.maximum(after, start),
+        torch.where(worse[:, None], loc, mu.detach()),
+        torch.where(worse[:, None], scale, log_sigma.exp()),
+        torch.where(worse, start, after),
     )
 
 

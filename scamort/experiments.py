@@ -1,0 +1,266 @@
+"""Separate experiments in one MuData: paired multiome, RNA-only and ATAC-only data sets.
+
+:func:`combine` is the glue a user would otherwise write: it puts each modality of every
+experiment under one name, keeps the features that all experiments measuring that
+modality share, concatenates the cells with :func:`anndata.concat`, and builds the
+:class:`~mudata.MuData` that ``SCAMORT.setup_mudata`` reads (a cell present in both
+modalities is paired, a cell in one is unpaired).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+
+from .data.setup import DataError
+from .readers import TENX_TYPES, read
+
+KINDS = ("rna", "atac")
+
+# Modality names that say what a modality holds.
+_ALIASES = {
+    "rna": {"rna", "gex", "gene expression", "expression", "scrna", "rna-seq"},
+    "atac": {"atac", "peaks", "peak", "chromatin", "scatac", "atac-seq"},
+}
+# A genomic interval as a peak name: chr1:100-200, chr1-100-200, 1_100_200, ...
+_INTERVAL = re.compile(r"^(chr)?[0-9A-Za-z_.]+[:_-]\d+[-_]\d+$")
+
+Experiment = md.MuData | ad.AnnData | str | os.PathLike
+
+
+def guess_modality(adata: ad.AnnData, name: str | None = None) -> str | None:
+    """``"rna"``, ``"atac"`` or None: what an AnnData holds, by its name (``name``),
+    ``var["feature_types"]`` (10x), or its var_names (peaks look like ``chr1:100-200``)."""
+    if name is not None:
+        for kind, aliases in _ALIASES.items():
+            if name.lower() in aliases:
+                return kind
+    if "feature_types" in adata.var:
+        types = set(adata.var["feature_types"].astype(str))
+        kinds = {TENX_TYPES.get(t) for t in types}
+        if len(kinds) == 1 and None not in kinds:
+            return kinds.pop()
+    names = adata.var_names[:200].astype(str)
+    if len(names) and np.mean([bool(_INTERVAL.match(v)) for v in names]) > 0.9:
+        return "atac"
+    return None
+
+
+def combine(
+    experiments: Mapping[str, Experiment] | Sequence[Experiment],
+    modalities: Mapping[str, str] | Sequence[str | None] | None = None,
+    dataset_key: str = "dataset",
+    rna_key: str = "rna",
+    atac_key: str = "atac",
+) -> md.MuData:
+    """One MuData from separate experiments, ready for ``SCAMORT.setup_mudata``.
+
+    Parameters
+    ----------
+    experiments
+        ``{name: data}`` or a list (named ``dataset_0``, ``dataset_1``, ... or by file
+        stem). Each is a MuData (paired or not), an AnnData of one modality, or a path
+        to a ``.h5mu``, ``.h5ad`` or 10x ``.h5`` file. Counts are taken from ``.X``.
+    modalities
+        For AnnData experiments: ``"rna"`` or ``"atac"`` (a mapping by name, or a list in
+        the order of ``experiments``; None entries are guessed). Unset, the modality is
+        guessed from 10x ``var["feature_types"]`` or peak-like var_names (``chr1:1-2``);
+        an AnnData whose modality cannot be guessed is an error. A MuData's modalities
+        are taken by their names (``rna``, ``atac``, ``gex``, ``peaks``, ...) or guessed
+        from their content the same way.
+    dataset_key
+        The ``obs`` column that names each cell's experiment (a categorical). Pass it to
+        ``setup_mudata(categorical_covariate_keys=[dataset_key])`` to use it as a
+        covariate, or as ``batch_key``.
+    rna_key, atac_key
+        Names of the modalities in the result.
+
+    Returns
+    -------
+    A new MuData (the inputs are not modified) with, per modality, the cells of every
+    experiment that has it, over the features shared by all of them, in the order of the
+    first. How many features each experiment lost is said in one warning and kept in
+    ``uns["scamort_combine"]``. The global ``obs`` holds ``dataset_key`` and every cell
+    annotation of the experiments (the union of their columns; missing values are NaN).
+
+    Cell names: kept as they are when they are unique across experiments; when any name
+    occurs in two experiments, every cell is renamed ``<name>-<dataset>`` (anndata's
+    ``index_unique="-"``), so paired cells keep one name in both modalities.
+    """
+    named = _named(experiments)
+    kinds = _modalities(named, modalities)
+    out_names = {"rna": rna_key, "atac": atac_key}
+    if rna_key == atac_key:
+        raise ValueError("rna_key and atac_key must differ.")
+    parts: dict[str, dict[str, ad.AnnData]] = {"rna": {}, "atac": {}}
+    tables = {}
+    for name, data in named.items():
+        for kind, adata in _split(name, data, kinds.get(name)).items():
+            parts[kind][name] = adata
+        tables[name] = _cell_table(data)
+    names = pd.DataFrame(
+        {
+            "cell": np.concatenate([t.index.astype(str) for t in tables.values()]),
+            "dataset": np.repeat(list(tables), [len(t) for t in tables.values()]),
+        }
+    )
+    clash = bool(names.drop_duplicates()["cell"].duplicated().any())
+    suffix = (lambda name: f"-{name}") if clash else (lambda name: "")
+    mods, dropped = {}, {}
+    for kind, pieces in parts.items():
+        if not pieces:
+            continue
+        shared = _shared_features(kind, pieces)
+        for name, a in pieces.items():
+            if a.n_vars > len(shared):
+                dropped.setdefault(kind, {})[name] = int(a.n_vars - len(shared))
+        subset = {}
+        for name, a in pieces.items():
+            a = a[:, shared].copy()
+            a.obs_names = a.obs_names.astype(str) + suffix(name)
+            subset[name] = a
+        mods[out_names[kind]] = ad.concat(subset, join="outer", label=dataset_key, merge="same")
+        mods[out_names[kind]].obs[dataset_key] = pd.Categorical(
+            mods[out_names[kind]].obs[dataset_key], categories=list(named)
+        )
+    if not mods:
+        raise DataError("no experiment holds RNA or ATAC counts.")
+    obs = pd.concat(
+        [
+            t.set_axis(t.index.astype(str) + suffix(n)).assign(**{dataset_key: n})
+            for n, t in tables.items()
+        ]
+    )
+    obs[dataset_key] = pd.Categorical(obs[dataset_key], categories=list(named))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        out = md.MuData(mods)
+    out.obs = obs.loc[out.obs_names].copy()
+    report = {k: {n: int(v) for n, v in d.items()} for k, d in dropped.items()}
+    if report:
+        said = "; ".join(
+            f"{out_names[k]}: kept {mods[out_names[k]].n_vars} shared features, dropped "
+            + ", ".join(f"{v} of {n!r}" for n, v in d.items())
+            for k, d in report.items()
+        )
+        warnings.warn(f"combine: features not measured in every experiment: {said}.", stacklevel=2)
+    out.uns["scamort_combine"] = {
+        "datasets": list(named),
+        "renamed_cells": clash,
+        "dropped_features": report,
+    }
+    return out
+
+
+def _named(experiments) -> dict[str, md.MuData | ad.AnnData]:
+    if isinstance(experiments, (md.MuData, ad.AnnData, str, os.PathLike)):
+        raise TypeError("combine takes a list or dict of experiments, e.g. combine([a, b]).")
+    if isinstance(experiments, Mapping):
+        items = list(experiments.items())
+    else:
+        items = []
+        for i, e in enumerate(experiments):
+            name = os.path.splitext(os.path.basename(e))[0] if _is_path(e) else f"dataset_{i}"
+            items.append((name, e))
+    names = [str(n) for n, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiment names must be unique, got {names}.")
+    if not items:
+        raise ValueError("combine needs at least one experiment.")
+    return {str(n): read(e) if _is_path(e) else e for n, e in items}
+
+
+def _is_path(e) -> bool:
+    return isinstance(e, (str, os.PathLike))
+
+
+def _modalities(named, modalities) -> dict[str, str]:
+    if modalities is None:
+        return {}
+    if isinstance(modalities, Mapping):
+        unknown = sorted(set(modalities) - set(named))
+        if unknown:
+            raise ValueError(
+                f"modalities names unknown experiments {unknown} (have {list(named)})."
+            )
+        out = dict(modalities)
+    else:
+        if len(modalities) != len(named):
+            raise ValueError(
+                f"modalities has {len(modalities)} entries for {len(named)} experiments."
+            )
+        out = {n: k for n, k in zip(named, modalities) if k is not None}
+    for n, k in out.items():
+        if k not in KINDS:
+            raise ValueError(f"modality of {n!r} must be 'rna' or 'atac', got {k!r}.")
+    return out
+
+
+def _split(name: str, data, kind: str | None) -> dict[str, ad.AnnData]:
+    """The experiment's AnnData per kind."""
+    if isinstance(data, ad.AnnData):
+        kind = kind or guess_modality(data, name)
+        if kind is None:
+            raise DataError(
+                f"cannot tell whether experiment {name!r} holds RNA or ATAC; say it, e.g. "
+                f"combine(..., modalities={{{name!r}: 'rna'}}) or scamort fit FILE:rna."
+            )
+        return {kind: data}
+    if not isinstance(data, md.MuData):
+        raise TypeError(f"experiment {name!r} is a {type(data).__name__}, not MuData/AnnData.")
+    if kind is not None:
+        raise ValueError(f"experiment {name!r} is a MuData: its modalities are named already.")
+    out = {}
+    for m, a in data.mod.items():
+        k = guess_modality(a, m)
+        if k is None:
+            raise DataError(
+                f"cannot tell whether modality {m!r} of experiment {name!r} holds RNA or "
+                f"ATAC; rename it, e.g. mdata.mod['rna'] = mdata.mod.pop({m!r})."
+            )
+        if k in out:
+            raise DataError(f"experiment {name!r} has two {k} modalities; keep one of them.")
+        out[k] = a
+    return out
+
+
+def _cell_table(data) -> pd.DataFrame:
+    """Per cell, the experiment's annotations (a MuData's global obs, minus the
+    'mod:column' copies mudata makes, plus each modality's own columns)."""
+    if isinstance(data, ad.AnnData):
+        return data.obs.copy()
+    obs = data.obs.loc[:, [c for c in data.obs.columns if ":" not in str(c)]].copy()
+    for a in data.mod.values():
+        extra = [c for c in a.obs.columns if c not in obs.columns]
+        if extra:
+            col = a.obs[extra]
+            obs = obs.join(col[~col.index.duplicated()], how="left")
+    return obs
+
+
+def _shared_features(kind: str, pieces: dict[str, ad.AnnData]) -> pd.Index:
+    for n, a in pieces.items():
+        if not a.var_names.is_unique:
+            dup = a.var_names[a.var_names.duplicated()].unique()[:3].tolist()
+            raise DataError(
+                f"experiment {n!r} has duplicate {kind} feature names (e.g. {dup}); make "
+                "them unique (adata.var_names_make_unique()) before combining."
+            )
+    first = next(iter(pieces.values())).var_names
+    shared = first
+    for a in pieces.values():
+        shared = shared[shared.isin(a.var_names)]
+    if len(shared) == 0:
+        raise DataError(
+            f"the experiments holding {kind} share no feature names ("
+            + ", ".join(f"{n}: e.g. {a.var_names[:2].tolist()}" for n, a in pieces.items())
+            + "); map them to common names (gene symbols, or peaks on one reference) first."
+        )
+    return shared
