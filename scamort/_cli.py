@@ -267,7 +267,11 @@ def fit(args) -> None:
     for key, m in todo.items():
         steps = args.refine_steps if m == "joint" else 0
         model.write_latent_representation(
-            key, modality=m, refine_steps=steps, seed=args.seed, paired=args.paired
+            key,
+            modality=m,
+            refine_steps=steps,
+            seed=args.seed,
+            paired=args.paired if m == "joint" else "auto",
         )
     if not args.backed:
         write_atomic(data, args.out)

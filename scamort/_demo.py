@@ -30,13 +30,20 @@ def integration_metrics(
         if key in mdata.obs:
             sweep = metrics.leiden_sweep(z, mdata.obs[key].to_numpy())
             out[f"ARI ({key})"], out[f"NMI ({key})"] = sweep["ari"], sweep["nmi"]
-    paired = status == "paired"
-    rna, atac = model.spec.modalities
-    out["FOSCTTM (paired cells)"] = metrics.foscttm(latent(rna)[paired], latent(atac)[paired])
-    ref, query = status == "rna_only", status == "atac_only"
-    out["label transfer RNA-only -> ATAC-only"] = metrics.label_transfer_accuracy(
-        z[ref], labels[ref], z[query], labels[query]
-    )
+    # The cross-modal measures need both modalities, and paired (or RNA-only and
+    # ATAC-only) cells; a model of one modality, or data without them, skips them.
+    kinds = dict(zip(model.spec.kinds, model.spec.modalities))
+    if {"rna", "atac"} <= set(kinds):
+        paired = status == "paired"
+        if paired.sum() > 1:
+            out["FOSCTTM (paired cells)"] = metrics.foscttm(
+                latent(kinds["rna"])[paired], latent(kinds["atac"])[paired]
+            )
+        ref, query = status == "rna_only", status == "atac_only"
+        if ref.any() and query.any():
+            out["label transfer RNA-only -> ATAC-only"] = metrics.label_transfer_accuracy(
+                z[ref], labels[ref], z[query], labels[query]
+            )
     return out
 
 

@@ -78,7 +78,7 @@ def combine(
     dataset_key
         The ``obs`` column that names each cell's experiment (a categorical). Pass it to
         ``setup_mudata(categorical_covariate_keys=[dataset_key])`` to use it as a
-        covariate, or as ``batch_key``.
+        covariate, or as ``batch_key``. An existing column of that name is replaced.
     rna_key, atac_key
         Names of the modalities in the result.
 
@@ -124,6 +124,7 @@ def combine(
         subset = {}
         for name, a in pieces.items():
             a = a[:, shared].copy()
+            a.obs = a.obs.drop(columns=dataset_key, errors="ignore")
             a.obs_names = a.obs_names.astype(str) + suffix(name)
             subset[name] = a
         mods[out_names[kind]] = ad.concat(subset, join="outer", label=dataset_key, merge="same")
@@ -134,7 +135,9 @@ def combine(
         raise DataError("no experiment holds RNA or ATAC counts.")
     obs = pd.concat(
         [
-            t.set_axis(t.index.astype(str) + suffix(n)).assign(**{dataset_key: n})
+            t.drop(columns=dataset_key, errors="ignore")
+            .set_axis(t.index.astype(str) + suffix(n))
+            .assign(**{dataset_key: n})
             for n, t in tables.items()
         ]
     )

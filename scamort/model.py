@@ -149,6 +149,9 @@ class SCAMORT:
 
     def _init(self, data, spec, cells, config, seed):
         self.data, self.spec, self._cells, self.config = data, spec, cells, config
+        # Backed data are read in chunks of this many cells: new data passed to a result
+        # method are read the same way as the training data.
+        self._chunk_size = getattr(cells, "chunk_size", 4096)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = MultiVAE(config)
@@ -238,7 +241,8 @@ class SCAMORT:
         ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)``;
         ``max_steps`` also stops training after that many optimizer steps.
         ``kl_warmup_epochs=None`` warms the KL weight up over the first quarter of the
-        epochs. Early stopping watches the held-out ELBO (``elbo_validation``).
+        training (of the epochs, or of ``max_steps`` when that ends it sooner). Early
+        stopping watches the held-out ELBO (``elbo_validation``).
         Training is reproducible for a fixed ``seed`` on a given device.
         ``refine_steps=K > 0`` trains semi-amortized (each step refines every cell's joint
         posterior K steps; the decoders also learn from it and the encoders are pulled
@@ -256,6 +260,9 @@ class SCAMORT:
         device. Run the script with ``torchrun --nproc-per-node N`` or plainly (Lightning
         then starts the other ranks by re-running it); only rank 0 should write results
         (:attr:`global_rank`).
+
+        Calling ``train`` again continues from the current weights (with a fresh
+        optimizer) and appends to :attr:`history`, whose ``epoch`` counts on.
 
         Checkpoints: with ``checkpoint_dir``, ``last.ckpt`` (weights, optimizer state,
         epoch, history, random state) is written there every ``checkpoint_every`` epochs,
@@ -298,7 +305,14 @@ class SCAMORT:
                 "early_stopping needs validation cells: set validation_fraction > 0 (backed "
                 "data hold out whole chunks, so it needs at least one chunk's worth)."
             )
-        warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
+        if kl_warmup_epochs is None:
+            # a quarter of the training that will run: max_steps can end it before max_epochs
+            epochs_run = max_epochs
+            if max_steps is not None:
+                epochs_run = min(max_epochs, max_steps / max(len(train_loader), 1))
+            warmup = epochs_run / 4
+        else:
+            warmup = kl_warmup_epochs
         plan = TrainingPlan(
             self.module,
             lr,
@@ -353,7 +367,12 @@ class SCAMORT:
             )
             torch.manual_seed(seed)
             trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
-        self.history = pd.DataFrame(history.rows)
+        new = pd.DataFrame(history.rows)
+        if ckpt_path is None and len(self.history) and len(new):
+            # a further train() continues the history: epochs count on from the last one
+            new["epoch"] += int(self.history["epoch"].iloc[-1]) + 1
+            new = pd.concat([self.history, new], ignore_index=True)
+        self.history = new
         self.is_trained = True
         self.global_rank = trainer.global_rank
         self.module.to(trainer.strategy.root_device)
@@ -389,7 +408,7 @@ class SCAMORT:
     def _cell_data(self, data: Data | None) -> CellData | BackedCells:
         if data is None or data is self.data:
             return self._cells
-        return to_cell_data(data, self.spec)
+        return to_cell_data(data, self.spec, self._chunk_size)
 
     def _batches(self, cells: CellData | BackedCells, indices, batch_size: int):
         """Minibatches on the module's device, by the same paths as training (backed data:
@@ -499,6 +518,11 @@ class SCAMORT:
         """Validate the latent options; return ``paired`` with ``"auto"`` resolved."""
         self._check_modality(modality)
         check_option("paired", paired, {"auto", "product", "average"})
+        if modality != "joint" and paired != "auto":
+            raise ValueError(
+                f"paired={paired!r} is for the joint latent; a {modality!r} latent uses that "
+                "modality alone. Leave paired unset."
+            )
         if paired == "auto":
             return "product" if refining else "average"
         if paired == "average" and refining:
@@ -706,35 +730,59 @@ class SCAMORT:
         modality: str,
         data: Data | None = None,
         indices: np.ndarray | None = None,
-        library_size: float = 1.0,
+        library_size: float | None = None,
         transform_batch: str | None = None,
         n_samples: int = 1,
         batch_size: int = 1024,
         return_numpy: bool = False,
+        seed: int = 0,
     ) -> pd.DataFrame | np.ndarray:
         """Decoded mean of ``modality`` for every cell, from its joint posterior.
 
         Cells that lack the modality get it imputed from the modalities they have.
-        RNA and Poisson ATAC: ``library_size * softmax(f(z))``. Bernoulli ATAC: the
-        probability of accessibility without the cell factor (region factor kept).
-        ``transform_batch`` decodes every cell as if from that batch (batch-corrected
-        values); ``n_samples > 1`` averages over posterior samples instead of the mean.
+        RNA (NB and ZINB) and Poisson ATAC: ``library_size * softmax(f(z))``, which sums
+        to ``library_size`` over the features (default 1; the ZINB dropout is not
+        applied, as in scvi-tools). Bernoulli ATAC: the probability of accessibility
+        without the cell factor (region factor kept), in [0, 1]; ``library_size`` does not
+        apply to it. ``transform_batch`` decodes every cell as if from that batch
+        (batch-corrected values); ``n_samples > 1`` averages over posterior samples,
+        drawn reproducibly from ``seed``, instead of using the posterior mean.
         """
         check_option("modality", modality, self.spec.modalities)
+        lik = self.config.likelihoods[modality]
+        if lik == "bernoulli":
+            if library_size not in (None, 1, 1.0):
+                raise ValueError(
+                    f"library_size does not apply to {modality!r}: its values are "
+                    "accessibility probabilities (Bernoulli). Leave library_size unset."
+                )
+            library_size = 1.0
+        library_size = 1.0 if library_size is None else library_size
+        if not (np.isfinite(library_size) and library_size > 0):
+            raise ValueError(f"library_size must be a positive number, got {library_size}.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         cells = self._cell_data(data)
         codes = self._batch_code(transform_batch)
         log_size = float(np.log(library_size))
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
         for batch in self._batches(cells, indices, batch_size):
             q = self._posterior(batch, "joint")
             cov = batch["cov"].clone()
             if codes is not None:
                 cov[:, 0] = codes
-            z = q.loc[None] if n_samples == 1 else q.sample((n_samples,))
+            if n_samples == 1:
+                z = q.loc[None]
+            else:
+                eps = torch.randn((n_samples, *q.loc.shape), generator=gen, device=q.loc.device)
+                z = q.loc + q.scale * eps
             means = [
-                self.module.generative(
-                    zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size)
-                ).mean
+                _decoded_mean(
+                    self.module.generative(
+                        zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size)
+                    )
+                )
                 for zs in z
             ]
             out.append(torch.stack(means).mean(0).float().cpu().numpy())
@@ -755,14 +803,16 @@ class SCAMORT:
 
     @torch.inference_mode()
     def get_elbo(
-        self, data: Data | None = None, indices=None, batch_size: int = 1024
+        self, data: Data | None = None, indices=None, batch_size: int = 1024, seed: int = 0
     ) -> np.ndarray:
-        """Per-cell joint ELBO (one posterior sample), over the modalities each cell has."""
+        """Per-cell joint ELBO (one posterior sample drawn from ``seed``), over the
+        modalities each cell has. The global random state is left as it was."""
         cells = self._cell_data(data)
-        out = [
-            self.module.loss(b, 1.0).elbo.cpu().numpy()
-            for b in self._batches(cells, indices, batch_size)
-        ]
+        out = []
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            torch.manual_seed(seed)
+            for b in self._batches(cells, indices, batch_size):
+                out.append(self.module.loss(b, 1.0).elbo.cpu().numpy())
         return np.concatenate(out)
 
     def _modality_of(self, kind: str) -> str:
@@ -806,15 +856,20 @@ class SCAMORT:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, data: Data) -> SCAMORT:
-        """Load a saved model for ``data``, whose features must match the model's exactly."""
+    def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SCAMORT:
+        """Load a saved model for ``data``, whose features must match the model's exactly.
+
+        ``data`` is checked against the model's registration (modalities, layers, batch and
+        covariate keys); any ``setup_*`` registration of ``data`` is left as it is. Backed
+        data are read in chunks of ``chunk_size`` cells.
+        """
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
         config = json.loads((path / "config.json").read_text())
         spec = DataSpec.from_dict(config["spec"])
         module_config = ModuleConfig(**config["module"])
-        cells = to_cell_data(data, spec)
+        cells = to_cell_data(data, spec, chunk_size)
         model = cls.__new__(cls)
         model._init(data, spec, cells, module_config, seed=0)
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
@@ -822,7 +877,6 @@ class SCAMORT:
         model.is_trained = config["is_trained"]
         hist = path / "history.csv"
         model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
-        _remember(data, spec, cells)
         return model
 
     def __repr__(self) -> str:
@@ -909,6 +963,14 @@ def _target_device(accelerator: str, devices) -> torch.device:
         return torch.device("cpu")
     first = devices[0] if isinstance(devices, (list, tuple)) else 0
     return torch.device("cuda", first)
+
+
+def _decoded_mean(dist) -> torch.Tensor:
+    """The normalized value of a decoded distribution: the NB mean without the ZINB
+    dropout (sums to the library size), the Poisson rate, or the Bernoulli probability."""
+    if hasattr(dist, "log_mu"):
+        return dist.log_mu.exp()
+    return dist.mean
 
 
 def _nan_rows(v: torch.Tensor, keep: torch.Tensor) -> np.ndarray:

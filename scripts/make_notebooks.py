@@ -71,7 +71,11 @@ model.history[["epoch", "elbo_train", "elbo_validation"]].tail()""",
         """## Embed, cluster, UMAP
 
 The joint latent exists for every cell; the single-modality latents (`modality="rna"` or
-`"atac"`) have NaN rows for cells that lack that modality.""",
+`"atac"`) have NaN rows for cells that lack that modality.
+
+A paired cell is embedded by the average of its RNA and ATAC posteriors (`paired="auto"`,
+the default), which places it among the unpaired cells of its type; `paired="product"`
+gives its product-of-experts posterior, the sharper one, which refinement works on.""",
     ),
     (
         "code",
@@ -201,7 +205,7 @@ of them in one latent space, with the paired cells as the bridge.
 We make the three datasets from SNARE-seq's 12 sequencing libraries, so that each
 dataset also has its own batch effects: libraries 1-4 are the paired experiment,
 libraries 5-8 keep only their RNA, libraries 9-12 only their ATAC. The three objects are
-built separately, as they would arrive, and combined with mudata.""",
+built separately, as they would arrive, and combined with `scamort.combine`.""",
     ),
     ("code", FAST),
     (
@@ -236,7 +240,7 @@ ATAC AnnData, each with its own cells and its cell-level annotations in `.obs`."
         """def cells(name):
     return full.obs_names[full.obs["dataset"] == name]
 
-obs_cols = ["batch", "dataset", "cell_type"]
+obs_cols = ["batch", "cell_type"]
 paired = md.MuData({
     "rna": full["rna"][cells("paired")].copy(),
     "atac": full["atac"][cells("paired")].copy(),
@@ -251,19 +255,18 @@ paired, rna_only, atac_only""",
         "md",
         """## Combine
 
-Concatenate the RNA of the paired and RNA-only cells, and the ATAC of the paired and
-ATAC-only cells, over the features they share, and wrap both in one MuData. Cells in both
+`scamort.combine` takes the experiments as they are (a MuData, AnnData objects, or
+paths to `.h5mu`, `.h5ad` and 10x `.h5` files) and returns one MuData: each modality over
+the features shared by the experiments that measure it, an `obs["dataset"]` column naming
+each cell's experiment, and every experiment's cell annotations. Cells in both
 modalities are paired, the others unpaired; scamort reads that from the MuData itself.
-The cell-level columns stay in each modality's `.obs`, and scamort reads them there.""",
+A gene or peak with no counts in some experiment is kept (setup says how many).""",
     ),
     (
         "code",
-        """rna = ad.concat([paired["rna"], rna_only], join="inner")
-atac = ad.concat([paired["atac"], atac_only], join="inner")
-# Features must have counts in the cells that have the modality
-rna = rna[:, np.asarray(rna.X.sum(0)).ravel() > 0].copy()
-atac = atac[:, np.asarray(atac.X.sum(0)).ravel() > 0].copy()
-mdata = md.MuData({"rna": rna, "atac": atac})
+        """mdata = scamort.combine(
+    {"paired": paired, "rna_only": rna_only, "atac_only": atac_only}
+)
 mdata""",
     ),
     (
@@ -282,7 +285,7 @@ model.history[["epoch", "elbo_train", "elbo_validation"]].tail(3)""",
     ),
     (
         "code",
-        """obs = full.obs.loc[mdata.obs_names, obs_cols]
+        """obs = mdata.obs[["batch", "dataset", "cell_type"]]
 adata = sc.AnnData(obs=obs.copy())
 adata.obsm["X_scamort"] = model.get_latent_representation()
 sc.pp.neighbors(adata, use_rep="X_scamort", random_state=0)

@@ -54,7 +54,6 @@ def test_loss_is_finite_and_trains_all_parts(rna, atac):
     out = module.loss(_batch(MIXED), kl_weight=0.5)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.elbo.shape == (N,) and torch.isfinite(out.elbo).all()
-    torch.testing.assert_close(out.elbo, out.reconstruction - out.kl)
     out.loss.backward()
     for name, p in module.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

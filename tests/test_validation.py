@@ -32,10 +32,31 @@ def test_bad_count_values(tiny_mdata, value, message, dense):
     assert "raw counts" in str(err.value) and "'rna'" in str(err.value)
 
 
-def test_dense_integer_float_counts_are_accepted(tiny_mdata):
-    tiny_mdata.mod["rna"].X = tiny_mdata["rna"].X.toarray().astype(np.float32)
-    spec = _setup(tiny_mdata)
-    assert spec.modalities == ("rna", "atac")
+def _registered_counts(mdata):
+    from scamort.model import _registered
+
+    _setup(mdata)
+    return _registered(mdata)[1].x
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda X: X.toarray().astype(np.float32),  # dense integer-valued floats
+        lambda X: X.toarray().astype(np.int64),  # dense integers
+        sp.csc_matrix,  # CSC
+        sp.csr_array,  # the sparse-array API
+    ],
+)
+def test_other_count_formats_register_the_same_counts(tiny_mdata, convert):
+    want = _registered_counts(tiny_mdata)
+    other = tiny_mdata.copy()
+    other.mod["rna"].X = convert(tiny_mdata["rna"].X)
+    other.mod["atac"].X = convert(tiny_mdata["atac"].X)
+    got = _registered_counts(other)
+    for m in ("rna", "atac"):
+        assert got[m].dtype == np.float32 and got[m].shape == want[m].shape
+        assert (got[m] != want[m]).nnz == 0
 
 
 def test_missing_layer_and_keys(tiny_mdata):
@@ -111,7 +132,20 @@ def test_empty_feature_is_kept_with_a_warning(tiny_mdata):
     assert "gene_5" in spec.features[0]
 
 
-def test_stale_mudata_and_wrong_type(tiny_mdata):
+def test_stale_mudata_is_refused(tiny_mdata):
+    # a modality replaced by one with new cells, without mdata.update(): the MuData's
+    # cell table no longer holds them
+    rna = tiny_mdata["rna"].copy()
+    rna.obs_names = [f"{c}-new" for c in rna.obs_names]
+    tiny_mdata.mod["rna"] = rna
+    assert not rna.obs_names.isin(tiny_mdata.obs_names).any()
+    with pytest.raises(DataError, match=r"modality 'rna' are missing.*mdata.update\(\)"):
+        _setup(tiny_mdata)
+    tiny_mdata.update()
+    assert _setup(tiny_mdata).modalities == ("rna", "atac")
+
+
+def test_unregistered_objects_are_refused(tiny_mdata):
     with pytest.raises(DataError, match="not set up"):
         SCAMORT(tiny_mdata)
     with pytest.raises(DataError, match="not set up"):
@@ -161,12 +195,6 @@ def test_user_data_is_never_modified(tiny_mdata):
 def test_simulator_rejects_bad_fractions():
     with pytest.raises(ValueError, match="frac_paired"):
         scamort.datasets.simulate_multiome(frac_paired=0.8, frac_rna_only=0.5)
-
-
-def test_sparse_formats_are_accepted(tiny_mdata):
-    tiny_mdata.mod["atac"].X = sp.csc_matrix(tiny_mdata["atac"].X)
-    spec = _setup(tiny_mdata)
-    assert spec.features[1][0] == "peak_0"
 
 
 def test_registration_is_dropped_with_the_object():

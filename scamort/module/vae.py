@@ -150,17 +150,22 @@ class MultiVAE(nn.Module):
 
     def _decoder(self, m: str) -> nn.Module:
         c = self.config
-        groups = c.n_categories[0] if c.dispersion == "gene-batch" else 1
-        return DECODERS[c.likelihoods[m]](
+        lik = c.likelihoods[m]
+        # each decoder takes exactly its own options (a misspelt one is a TypeError)
+        options = {
+            "nb": {"n_dispersion_groups": c.n_categories[0] if c.dispersion == "gene-batch" else 1},
+            "bernoulli": {"cell_factor_hidden": c.cell_factor_hidden},
+            "poisson": {},
+        }
+        options["zinb"] = {**options["nb"], "zero_inflated": True}
+        return DECODERS[lik](
             c.n_latent,
             c.n_features[m],
             sum(c.n_categories),
             c.n_hidden,
             c.n_layers,
             c.dropout,
-            zero_inflated=c.likelihoods[m] == "zinb",
-            n_dispersion_groups=groups,
-            cell_factor_hidden=c.cell_factor_hidden,
+            **options[lik],
         )
 
     # ---- inference: q(z | x) ---------------------------------------------------------

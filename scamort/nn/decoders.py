@@ -65,7 +65,6 @@ class NBDecoder(_Decoder):
         *,
         zero_inflated: bool = False,
         n_dispersion_groups: int = 1,
-        **_,
     ):
         super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
         self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, n_features))
@@ -96,7 +95,6 @@ class BernoulliDecoder(_Decoder):
         dropout,
         *,
         cell_factor_hidden: int | None = None,
-        **_,
     ):
         super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
         self.region_logit = nn.Parameter(torch.zeros(n_features))
@@ -130,9 +128,6 @@ class BernoulliDecoder(_Decoder):
 
 class PoissonDecoder(_Decoder):
     """y_np ~ Poisson(l_n * softmax(f(z, s))_p), l_n the cell's fragment count."""
-
-    def __init__(self, n_latent, n_features, n_cov, n_hidden, n_layers, dropout, **_):
-        super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
 
     def log_size(self, x):
         return _log_library(x)

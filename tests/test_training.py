@@ -1,0 +1,66 @@
+"""Training options that must do what they say: warm-up, continued training, options,
+registrations and chunk sizes carried to new and loaded data."""
+
+import mudata as md
+import numpy as np
+import pytest
+
+import scamort
+from scamort.nn.decoders import DECODERS
+
+
+def test_kl_warmup_ends_within_max_steps(tiny_mdata):
+    # 270 training cells in batches of 64: 5 steps an epoch. max_steps=40 stops after 8
+    # of the 100 epochs; the KL weight must still reach 1 (warm-up over 2 epochs, where a
+    # warm-up over a quarter of max_epochs would end at 8 / 25).
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    model.train(max_epochs=100, max_steps=40, batch_size=64, progress_bar=False)
+    h = model.history
+    assert len(h) == 8
+    assert h["kl_weight"].iloc[-1] == 1.0 and h["kl_weight"].iloc[0] < 1.0
+
+
+def test_a_second_train_extends_the_history(tiny_mdata):
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    model.train(max_epochs=2, progress_bar=False)
+    first = model.history.copy()
+    model.train(max_epochs=3, progress_bar=False)
+    h = model.history
+    assert list(h["epoch"]) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(h["elbo_train"].iloc[:2], first["elbo_train"])
+
+
+def test_decoders_refuse_options_they_do_not_have():
+    with pytest.raises(TypeError, match="cell_factor_hidden"):
+        DECODERS["nb"](4, 10, 1, 8, 1, 0.0, cell_factor_hidden=3)
+    with pytest.raises(TypeError, match="zero_inflated"):
+        DECODERS["poisson"](4, 10, 1, 8, 1, 0.0, zero_inflated=True)
+    with pytest.raises(TypeError, match="n_dispersion_groups"):
+        DECODERS["bernoulli"](4, 10, 1, 8, 1, 0.0, n_dispersion_groups=2)
+
+
+def test_load_leaves_the_datas_registration_alone(tiny_mdata, tmp_path):
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    scamort.SCAMORT(tiny_mdata, n_hidden=16).save(tmp_path / "m")
+    spec = scamort.SCAMORT.setup_mudata(tiny_mdata)  # the user's own setup, no batch
+    scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
+    assert scamort.SCAMORT(tiny_mdata, n_hidden=16).spec == spec
+
+
+def test_chunk_size_is_kept_for_new_and_loaded_backed_data(tiny_mdata, tmp_path):
+    path = tmp_path / "d.h5mu"
+    tiny_mdata.write_h5mu(path)
+    disk = md.read_h5mu(path, backed=True)
+    scamort.SCAMORT.setup_mudata(disk, batch_key="batch", chunk_size=37)
+    model = scamort.SCAMORT(disk, n_hidden=16)
+    assert model._cells.chunk_size == 37
+    other = md.read_h5mu(path, backed=True)
+    assert model._cell_data(other).chunk_size == 37
+    model.save(tmp_path / "m")
+    loaded = scamort.SCAMORT.load(tmp_path / "m", other, chunk_size=11)
+    assert loaded._cells.chunk_size == 11
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
