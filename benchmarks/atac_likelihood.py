@@ -26,7 +26,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="docs/atac_likelihood.json")
     args = p.parse_args()
-    full = scamort.datasets.snareseq_mouse_cortex()
+    full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
     rows = []
     for seed in args.seeds:
         pick = np.sort(np.random.default_rng(seed).choice(full.n_obs, args.n_cells, replace=False))

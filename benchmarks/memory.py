@@ -23,7 +23,7 @@ def measure(what: str) -> dict:
 
     import scamort
 
-    full = scamort.datasets.snareseq_mouse_cortex()
+    full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
     scamort.SCAMORT.setup_mudata(full, batch_key="batch")
     model = scamort.SCAMORT(full, seed=0)
     out = {"what": what, "peak RSS after setup (GB)": peak_rss_gb()}

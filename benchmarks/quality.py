@@ -56,7 +56,7 @@ def load(dataset: str, seed: int):
     import scamort
 
     if dataset.startswith("snare"):
-        full = scamort.datasets.snareseq_mouse_cortex()
+        full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
     elif dataset == "sim10k":
         full = scamort.datasets.simulate_multiome(
             n_cells=10_000,

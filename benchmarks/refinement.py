@@ -24,7 +24,9 @@ from scamort.gaps import fraction_closed, summarize_gaps
 
 
 def split(seed: int = 0, held_out: str = "09L", n_test: int = 500):
-    full = scamort.datasets.unpair(scamort.datasets.snareseq_mouse_cortex(), seed=seed)
+    full = scamort.datasets.unpair(
+        scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True), seed=seed
+    )
     batch = full.obs["batch"].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
     in_lib = np.flatnonzero(batch != held_out)

@@ -67,7 +67,9 @@ def data_path(dataset: str, cache: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dataset == "snare":
-            mdata = scamort.datasets.unpair(scamort.datasets.snareseq_mouse_cortex(), seed=0)
+            mdata = scamort.datasets.unpair(
+                scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True), seed=0
+            )
         else:
             mdata = scamort.datasets.simulate_multiome(
                 n_cells=_n_cells(dataset), n_genes=2_000, n_peaks=25_000, n_cell_types=10
