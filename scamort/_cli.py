@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+_PACKAGE = str(Path(__file__).resolve().parent)
+
 
 class UsageError(Exception):
     """A command line that cannot be carried out as given (exit code 2, one line)."""
@@ -282,7 +284,19 @@ def fit(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .data import DataError
+    import warnings
+
+    from .data import DataError, EmptyFeaturesWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # the package's own warnings as one line, like its errors
+        if issubclass(category, EmptyFeaturesWarning) or filename.startswith(_PACKAGE):
+            print(f"scamort {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    default_show = warnings.showwarning
+    warnings.showwarning = show
 
     try:
         if args.command == "fit":
@@ -301,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, UsageError) as err:  # the user's data or command line; bugs show
         print(f"scamort {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = default_show
     return 0
 
 
