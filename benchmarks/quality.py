@@ -1,4 +1,4 @@
-"""scamort against scvi-tools MULTIVI (and scVI / PeakVI) on the same data, same epochs.
+"""scamort against scvi-tools MULTIVI, GLUE (and scVI / PeakVI) on the same data.
 
     python benchmarks/quality.py --datasets snare_thirds snare_paired sim10k \
         --seeds 0 1 2 --epochs 20
@@ -13,8 +13,16 @@ Data sets (every model sees exactly the same cells, features and counts):
 - ``snare_thirds``: SNARE-seq mouse cortex, cells split at random into thirds: paired,
   RNA-only (ATAC hidden), ATAC-only (RNA hidden), as in the MULTIVI tutorial.
 - ``snare_paired``: the same cells, all paired.
+- ``snare_libraries``: separate experiments: the 12 libraries dealt by a seeded shuffle
+  into a paired experiment, an RNA-only one and an ATAC-only one (four libraries each),
+  put together by ``scamort.combine`` (benchmarks/designs.py). Also scored: library
+  mixing within each experiment (``iLISI batch within blocks``).
 - ``sim10k``: ``scamort.datasets.simulate_multiome`` at 10,000 cells (2,000 genes x
   10,000 peaks, 10 types, 2 batches), split into thirds the same way.
+
+Peers: MULTIVI (setups through ``--options '{"multivi": {"batch": "modality",
+"modality_covariate": false}, "train": {"early_stopping": false, "train_size": 1.0}}'``),
+GLUE (benchmarks/glue.py: its own preprocessing and schedule; ``--epochs`` does not apply).
 
 Measures (scib-metrics for silhouette, iLISI and graph connectivity; the rest scamort):
 Leiden ARI / NMI best over a resolution sweep; cell-type silhouette (scaled to [0, 1]);
@@ -44,34 +52,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from designs import DESIGNS as DATASETS
+from designs import load
 
-METHODS = ("scamort", "multivi", "scvi", "peakvi", "truth")
-DATASETS = ("snare_thirds", "snare_paired", "sim10k")
+METHODS = ("scamort", "multivi", "glue", "scvi", "peakvi", "truth")
 MARK = "<!-- {}:{} -->"  # name, start / end
-
-
-# --------------------------------------------------------------------------- data
-def load(dataset: str, seed: int):
-    """(full paired MuData with every count, the split MuData the models see, label key)."""
-    import scamort
-
-    if dataset.startswith("snare"):
-        full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
-    elif dataset == "sim10k":
-        full = scamort.datasets.simulate_multiome(
-            n_cells=10_000,
-            n_genes=2_000,
-            n_peaks=10_000,
-            n_cell_types=10,
-            frac_paired=1.0,
-            frac_rna_only=0.0,
-            seed=seed,
-        )
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    frac = (0.0, 0.0) if dataset == "snare_paired" else (1 / 3, 1 / 3)
-    split = scamort.datasets.unpair(full, *frac, seed=seed)
-    return full, split, "cell_type"
 
 
 # ------------------------------------------------------------------------ methods
@@ -135,15 +120,20 @@ def _padded_mudata(split):
     return out
 
 
-def multivi_model(split):
-    """MULTIVI on the padded MuData: batch = library, modality status as a covariate."""
+def multivi_model(split, setup: dict | None = None):
+    """MULTIVI on the padded MuData. ``setup``: ``batch`` (obs column used as MULTIVI's
+    batch: ``"batch"``, the library, by default; its tutorial uses ``"modality"``) and
+    ``modality_covariate`` (modality status as a categorical covariate; default True
+    where cells differ in status)."""
     import scvi
 
+    setup = setup or {}
     mdata = _padded_mudata(split)
-    covs = ["modality"] if split.obs["modality"].nunique() > 1 else None
+    several = split.obs["modality"].nunique() > 1
+    covs = ["modality"] if several and setup.get("modality_covariate", True) else None
     scvi.model.MULTIVI.setup_mudata(
         mdata,
-        batch_key="batch",
+        batch_key=setup.get("batch", "batch"),
         categorical_covariate_keys=covs,
         modalities={"rna_layer": "rna", "atac_layer": "atac"},
     )
@@ -154,7 +144,7 @@ def fit_multivi(split, epochs: int, seed: int, **kw):
     import scvi
 
     scvi.settings.seed = seed
-    model = multivi_model(split)
+    model = multivi_model(split, kw.get("multivi"))
     t = time.perf_counter()
     model.train(max_epochs=epochs, enable_progress_bar=False, **kw.get("train", {}))
     return _outputs(
@@ -215,6 +205,20 @@ def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
             scib_metrics.ilisi_knn(nn, obs["modality"].astype(str).to_numpy())
         )
     return out
+
+
+def block_mixing(z: np.ndarray, obs) -> dict:
+    """iLISI of the library within each experiment (block), averaged: mixing across
+    blocks is partly confounded with modality and is not read as batch correction."""
+    import scib_metrics
+
+    values = []
+    for block in obs["dataset"].astype(str).unique():
+        keep = (obs["dataset"].astype(str) == block).to_numpy()
+        if obs["batch"][keep].nunique() > 1:
+            nn = _neighbors(z[keep])
+            values.append(scib_metrics.ilisi_knn(nn, obs["batch"][keep].astype(str).to_numpy()))
+    return {"iLISI batch within blocks": float(np.mean(values))} if values else {}
 
 
 def truth_scores(z: np.ndarray, truth: np.ndarray, obs, label_key: str) -> dict:
@@ -294,7 +298,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
     warnings.filterwarnings("ignore")
     full, split, label_key = load(dataset, seed)
-    fit_options = {k: v for k, v in options.items() if k in ("model", "train")}
+    fit_options = {k: v for k, v in options.items() if k in ("model", "train", "multivi")}
     truth = (
         full.obsm["X_true"][full.obs_names.get_indexer(split.obs_names)]
         if "X_true" in full.obsm
@@ -309,6 +313,10 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
         out = fit_scamort(split, epochs, seed, **fit_options)
     elif method == "multivi":
         out = fit_multivi(split, epochs, seed, **fit_options)
+    elif method == "glue":
+        from glue import fit_glue
+
+        out = fit_glue(split, epochs, seed)
     else:
         out = fit_single(split, epochs, seed, method)
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
@@ -332,6 +340,8 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
             out["joint"][ref], labels[ref], out["joint"][query], labels[query]
         )
     row.update(imputation_scores(out, full, split))
+    if "dataset" in obs:  # separate experiments: library mixing within each of them
+        row.update(block_mixing(out["joint"], obs))
     # the joint latent on the cells each single-modality baseline sees
     for name, keep in (("rna cells", status != "atac_only"), ("atac cells", status != "rna_only")):
         if options.get("score_subsets", True) and not keep.all():
@@ -353,6 +363,7 @@ MAIN = [
     "graph connectivity",
     "iLISI batch",
     "iLISI modality",
+    "iLISI batch within blocks",
     "FOSCTTM",
     "label transfer",
     "imputation RNA (r)",
@@ -555,11 +566,11 @@ def main(argv=None):
         for dataset in args.datasets:
             for seed in args.seeds:
                 for method in args.methods:
-                    if method not in ("scamort", "multivi") and args.tag != "default":
+                    if method not in ("scamort", "multivi", "glue") and args.tag != "default":
                         continue
                     if method == "truth" and dataset != "sim10k":
                         continue
-                    epochs = 0 if method == "truth" else args.epochs
+                    epochs = 0 if method in ("truth", "glue") else args.epochs
                     if (dataset, method, seed, epochs, args.tag) in done:
                         continue
                     row = in_fresh_process(run_job, dataset, method, seed, epochs, options)

@@ -1,0 +1,78 @@
+"""The data designs of the quality benchmark: which cells the models see, with which modality.
+
+Every design returns ``(full, split, label_key)``: ``full`` a paired MuData with every
+count (the truth for imputation), ``split`` the MuData the models see, whose
+``obs["modality"]`` is each cell's status (paired / rna_only / atac_only).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+DESIGNS = ("snare_thirds", "snare_paired", "snare_libraries", "sim10k")
+STATUS = ["paired", "rna_only", "atac_only"]
+
+
+def load(dataset: str, seed: int):
+    import scamort
+
+    if dataset.startswith("snare"):
+        full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
+    elif dataset == "sim10k":
+        full = scamort.datasets.simulate_multiome(
+            n_cells=10_000,
+            n_genes=2_000,
+            n_peaks=10_000,
+            n_cell_types=10,
+            frac_paired=1.0,
+            frac_rna_only=0.0,
+            seed=seed,
+        )
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DESIGNS}")
+    if dataset == "snare_libraries":
+        return full, libraries_split(full, seed), "cell_type"
+    frac = (0.0, 0.0) if dataset == "snare_paired" else (1 / 3, 1 / 3)
+    split = scamort.datasets.unpair(full, *frac, seed=seed)
+    return full, split, "cell_type"
+
+
+def library_blocks(libraries, seed: int) -> dict[str, list[str]]:
+    """SNARE-seq's 12 libraries dealt by a seeded shuffle into three blocks of four: a
+    paired experiment, an RNA-only one and an ATAC-only one."""
+    order = np.random.default_rng(seed).permutation(sorted(libraries))
+    k = len(order) // 3
+    return {s: sorted(order[i * k : (i + 1) * k].tolist()) for i, s in enumerate(STATUS)}
+
+
+def libraries_split(full, seed: int):
+    """``snare_libraries``: three separate experiments built from whole libraries, as a
+    user would have them (a paired MuData, an RNA AnnData, an ATAC AnnData), put
+    together by :func:`scamort.combine`. Modality status is confounded with library."""
+    import mudata as md
+
+    import scamort
+
+    blocks = library_blocks(full.obs["batch"].unique(), seed)
+    obs = full.obs[["batch", "cell_type", "cell_type_coarse"]]
+
+    def part(modality: str, status: str):
+        cells = full.obs_names[full.obs["batch"].isin(blocks[status]).to_numpy()]
+        a = full[modality][cells].copy()
+        a.obs = obs.loc[cells].copy()
+        return a
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        experiments = {
+            "paired": md.MuData({"rna": part("rna", "paired"), "atac": part("atac", "paired")}),
+            "rna_only": part("rna", "rna_only"),
+            "atac_only": part("atac", "atac_only"),
+        }
+        split = scamort.combine(experiments, modalities={"rna_only": "rna", "atac_only": "atac"})
+    split.obs["modality"] = pd.Categorical(split.obs["dataset"].astype(str), categories=STATUS)
+    split.uns["library_blocks"] = blocks
+    return split
