@@ -128,6 +128,23 @@ def refine(
         start = elbo(log_lik, loc, scale, measure)
     best, best_mu, best_ls = start.clone(), mu.detach().clone(), log_sigma.detach().clone()
     taken, saved = 0, {}
+
+    def report():  # (loc, scale, elbo) of the current state, as returned
+        return _final(
+            log_lik,
+            fixed_noise,
+            fallback,
+            measure,
+            start,
+            best,
+            best_mu,
+            best_ls,
+            mu,
+            log_sigma,
+            loc,
+            scale,
+        )
+
     while taken < steps:
         eps = fixed if fixed_noise else _randn((n_samples, *loc.shape), loc, generator)
         value = elbo(log_lik, mu, log_sigma.exp(), eps)
@@ -143,38 +160,12 @@ def refine(
         if not (fixed_noise and fallback):
             best_mu, best_ls = mu.detach(), log_sigma.detach()
         if taken in checkpoints:
-            saved[taken] = _final(
-                log_lik,
-                fixed_noise,
-                fallback,
-                measure,
-                start,
-                best,
-                best_mu,
-                best_ls,
-                mu,
-                log_sigma,
-                loc,
-                scale,
-            )[:2]
+            saved[taken] = report()[:2]
         if tol is not None:  # reads a number back from the device: only when asked
             moved = torch.maximum((mu - before[0]).abs().max(), (log_sigma - before[1]).abs().max())
             if moved.item() < tol:
                 break
-    out_loc, out_scale, after = _final(
-        log_lik,
-        fixed_noise,
-        fallback,
-        measure,
-        start,
-        best,
-        best_mu,
-        best_ls,
-        mu,
-        log_sigma,
-        loc,
-        scale,
-    )
+    out_loc, out_scale, after = report()
     for c in checkpoints:  # stopped early: later checkpoints hold the final posterior
         saved.setdefault(c, (out_loc, out_scale))
     return Refined(out_loc, out_scale, start, after, taken, saved)
