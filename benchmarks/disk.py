@@ -65,7 +65,7 @@ def run_job(path: str, steps: int) -> dict:
     scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
     row["setup (s)"] = time.perf_counter() - t
     model = scamort.SCAMORT(mdata)
-    n_chunks = len(scamort.model._registered(mdata)[1].chunks())
+    n_chunks = len(scamort.model.registry._registered(mdata)[1].chunks())
     t = time.perf_counter()
     model.train(max_epochs=1, max_steps=steps, progress_bar=False, validation_fraction=0.0)
     row["train (s)"] = time.perf_counter() - t

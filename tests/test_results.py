@@ -22,7 +22,7 @@ def _refined_gain(model, modality, steps, n_cells=300, draws=64):
         with torch.no_grad():
             q = model._posterior(batch, modality)
         log_lik = model._log_lik(batch, modality)
-        with scamort.model._frozen(model.module), torch.enable_grad():
+        with scamort.model.access._frozen(model.module), torch.enable_grad():
             r = refine(log_lik, q.loc, q.scale, steps, fallback=False, generator=gen)
         with torch.no_grad():
             eps = torch.randn((draws, *q.loc.shape), generator=gen)

@@ -33,7 +33,7 @@ def test_bad_count_values(tiny_mdata, value, message, dense):
 
 
 def _registered_counts(mdata):
-    from scamort.model import _registered
+    from scamort.model.registry import _registered
 
     _setup(mdata)
     return _registered(mdata)[1].x
@@ -200,7 +200,7 @@ def test_simulator_rejects_bad_fractions():
 def test_registration_is_dropped_with_the_object():
     import gc
 
-    from scamort.model import _REGISTRY
+    from scamort.model.registry import _REGISTRY
 
     mdata = scamort.datasets.simulate_multiome(n_cells=100, n_genes=20, n_peaks=40, seed=2)
     _setup(mdata)

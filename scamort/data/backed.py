@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .loaders import rank_and_world
-from .setup import CellData, DataError, as_counts, concat_cells
+from .cells import CellData, concat_cells
+from .counts import as_counts, check_cells_have_counts, place_rows
+from .errors import DataError
+from .loaders import rank_and_world, rank_share
 
 
 @dataclass
@@ -63,7 +65,7 @@ class BackedCells:
         for m, source in self.sources.items():
             r = self.rows[m][cells]
             has = np.flatnonzero(r >= 0)
-            x[m] = _place(_read_rows(source, r[has], self.n_features[m], m), has, len(cells))
+            x[m] = place_rows(_read_rows(source, r[has], self.n_features[m], m), has, len(cells))
         return CellData(self.obs_names[cells], x, self.mask[cells], self.cov[cells])
 
     def cells_per_feature(self, m: str) -> np.ndarray:
@@ -76,17 +78,9 @@ class BackedCells:
         nnz = {m: np.zeros(f, dtype=np.int64) for m, f in self.n_features.items()}
         for start, stop in self.chunks():
             part = self.take(np.arange(start, stop))
-            has = np.zeros_like(part.mask)
-            for j, (m, X) in enumerate(part.x.items()):
+            for m, X in part.x.items():
                 nnz[m] += np.bincount(X.indices, minlength=X.shape[1])
-                has[:, j] = np.diff(X.indptr) > 0
-            empty = ~(has & part.mask).any(1)
-            if empty.any():
-                raise DataError(
-                    f"{int(empty.sum())} cells have zero counts in every modality they have "
-                    f"(e.g. {part.obs_names[empty][:3].tolist()}). Remove them, e.g. "
-                    "scanpy.pp.filter_cells(adata, min_counts=1) on each modality."
-                )
+            check_cells_have_counts(part.obs_names, part.x, part.mask)
         self.feature_cells = nnz
 
 
@@ -118,14 +112,6 @@ def _read_rows(source, rows: np.ndarray, n_features: int, m: str) -> sp.csr_matr
         return as_counts(source[lo:hi], where)[rows - lo]
     unique, inverse = np.unique(rows, return_inverse=True)
     return as_counts(source[unique], where)[inverse]
-
-
-def _place(X: sp.csr_matrix, pos: np.ndarray, n: int) -> sp.csr_matrix:
-    """Rows of X at positions ``pos`` (increasing) of an (n, F) CSR; other rows empty."""
-    lengths = np.zeros(n, dtype=np.int64)
-    lengths[pos] = np.diff(X.indptr)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return sp.csr_matrix((X.data, X.indices, indptr), shape=(n, X.shape[1]))
 
 
 class ChunkBatches:
@@ -164,14 +150,14 @@ class ChunkBatches:
 
     def _plan(self) -> tuple[np.ndarray, int, int]:
         """This rank's chunks, the step size and the number of steps."""
-        rank, world = rank_and_world()
+        _, world = rank_and_world()
         step = -(-self.batch_size // world)
         k = -(-len(self.chunk_ids) // world)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.chunk_ids))
         else:
             order = np.arange(len(self.chunk_ids))
-        mine = np.resize(order, k * world)[rank::world]
+        mine = rank_share(order)
         # the fewest cells any rank can get: k - 1 full chunks and the smallest one
         fewest = (
             (k - 1) * int(self._sizes.max()) + int(self._sizes.min())

@@ -113,6 +113,26 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def rank_share(order: np.ndarray) -> np.ndarray:
+    """This rank's share of an epoch's ``order``: every N-th item from its rank on, the
+    order padded by wrapping around so that all N ranks get as many (as
+    :class:`torch.utils.data.DistributedSampler` does). The whole order on one rank."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return order
+    return np.resize(order, -(-len(order) // world) * world)[rank::world]
+
+
+def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) positions of ``0..n-1``, each sorted: a random ``fraction``
+    held out (rounded; none when it would be all of them)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(fraction * n))
+    if n_val == n:
+        n_val = 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 class EpochBatches(Sampler):
     """Minibatches of positions ``0..n-1``: each epoch a permutation drawn from
     ``(seed, epoch)`` (or the natural order), split across the distributed ranks.
@@ -143,14 +163,12 @@ class EpochBatches(Sampler):
         return -(-per_rank // step)
 
     def __iter__(self):
-        rank, world = rank_and_world()
         per_rank, step = self._split()
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         else:
             order = np.arange(self.n)
-        if world > 1:
-            order = np.resize(order, per_rank * world)[rank::world]
+        order = rank_share(order)
         for start in range(0, per_rank, step):
             yield order[start : start + step]
 

@@ -9,31 +9,20 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 from anndata import AnnData
 from mudata import MuData
 
-from ..nn.sparse import SparseRows
-
-if TYPE_CHECKING:
-    from .backed import BackedCells
+from .backed import BackedCells, check_backed_matrix, is_backed_matrix
+from .cells import CellData
+from .counts import align_rows, as_counts, check_cells_have_counts
+from .errors import DataError, EmptyFeaturesWarning
 
 Data = AnnData | MuData
 KINDS = ("rna", "atac")
-
-
-class DataError(ValueError):
-    """The data cannot be used as given; the message names the problem and the fix."""
-
-
-class EmptyFeaturesWarning(UserWarning):
-    """Some features have no counts in any cell that has their modality (they are kept)."""
 
 
 @dataclass(frozen=True)
@@ -69,54 +58,6 @@ class DataSpec:
             for k, v in d.items()
         }
         return cls(**tup)
-
-
-@dataclass
-class CellData:
-    """Counts aligned to one cell index; rows of cells lacking a modality are empty."""
-
-    obs_names: pd.Index
-    x: dict[str, sp.csr_matrix]  # (n_cells, F_m) float32
-    mask: np.ndarray  # (n_cells, M) bool
-    cov: np.ndarray  # (n_cells, K) int64
-
-    @property
-    def n_cells(self) -> int:
-        return len(self.obs_names)
-
-    def subset(self, idx: np.ndarray) -> CellData:
-        return CellData(
-            self.obs_names[idx],
-            {m: X[idx] for m, X in self.x.items()},
-            self.mask[idx],
-            self.cov[idx],
-        )
-
-    def cells_per_feature(self, m: str) -> np.ndarray:
-        """(F,) number of cells with a stored count of each feature of ``m``."""
-        return np.bincount(self.x[m].indices, minlength=self.x[m].shape[1])
-
-    @cached_property
-    def tensors(self):
-        """The same cells as a :class:`~scamort.data.loaders.CellTensors` (shares memory)."""
-        from .loaders import CellTensors
-
-        return CellTensors(
-            {m: SparseRows.from_scipy(X) for m, X in self.x.items()},
-            torch.from_numpy(self.mask.astype(np.float32)),
-            torch.from_numpy(self.cov),
-            np.asarray(self.mask, dtype=bool),
-        )
-
-
-def concat_cells(parts: list[CellData]) -> CellData:
-    """The cells of ``parts`` stacked in order."""
-    return CellData(
-        parts[0].obs_names.append([p.obs_names for p in parts[1:]]),
-        {m: sp.vstack([p.x[m] for p in parts], format="csr") for m in parts[0].x},
-        np.concatenate([p.mask for p in parts]),
-        np.concatenate([p.cov for p in parts]),
-    )
 
 
 # ---- reading the object ------------------------------------------------------------------
@@ -175,40 +116,6 @@ def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
     else:
         X = a.layers[layer]
     return as_counts(X, f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})")
-
-
-def as_counts(X, where: str) -> sp.csr_matrix:
-    """Checked float32 CSR counts (a private copy only where the input is not canonical)."""
-    X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
-    _check_values(np.asarray(X.data), where)
-    X = sp.csr_matrix(X, dtype=np.float32, copy=not X.has_canonical_format)
-    if not X.has_canonical_format:  # a private copy: duplicate entries summed, sorted
-        X.sum_duplicates()
-    return X
-
-
-def _check_values(v: np.ndarray, where: str) -> None:
-    hint = " scamort needs raw counts: pass the layer that holds them."
-    if not np.isfinite(v).all():
-        raise DataError(f"{where} contains NaN or inf values.{hint}")
-    if (v < 0).any():
-        raise DataError(f"{where} contains negative values (min {v.min():g}).{hint}")
-    if np.issubdtype(v.dtype, np.floating) and (v != np.round(v)).any():
-        bad = v[v != np.round(v)][0]
-        raise DataError(
-            f"{where} contains non-integer values (e.g. {bad:g}); it looks "
-            f"normalized or log-transformed.{hint}"
-        )
-
-
-def _align(X: sp.csr_matrix, pos: np.ndarray, n_cells: int) -> sp.csr_matrix:
-    """Rows of X placed at rows ``pos`` of an (n_cells, F) CSR; other rows empty."""
-    order = np.argsort(pos, kind="stable")
-    X = X[order]
-    lengths = np.zeros(n_cells, dtype=np.int64)
-    lengths[pos[order]] = np.diff(X.indptr)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return sp.csr_matrix((X.data, X.indices, indptr), shape=(n_cells, X.shape[1]))
 
 
 def _column(data: Data, mods: dict[str, AnnData], key: str, cells: pd.Index) -> pd.Series:
@@ -311,8 +218,6 @@ def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData
     Data opened backed (counts left on disk) give a :class:`BackedCells` that reads them
     in chunks of ``chunk_size`` cells; anything else is read into memory.
     """
-    from .backed import BackedCells, check_backed_matrix, is_backed_matrix
-
     if spec.is_mudata != isinstance(data, MuData):
         want = "MuData" if spec.is_mudata else "AnnData"
         raise DataError(f"this model was set up on a {want}; pass a {want}.")
@@ -354,17 +259,10 @@ def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData
         backed.validate()
         return backed
     x = {
-        m: _align(_counts(mods[m], spec.layers[j], m), pos[m], len(cells))
+        m: align_rows(_counts(mods[m], spec.layers[j], m), pos[m], len(cells))
         for j, m in enumerate(spec.modalities)
     }
-    has_counts = np.stack([np.diff(x[m].indptr) > 0 for m in spec.modalities], axis=1)
-    empty = ~(has_counts & mask).any(1)
-    if empty.any():
-        raise DataError(
-            f"{int(empty.sum())} cells have zero counts in every modality they have (e.g. "
-            f"{cells[empty][:3].tolist()}). Remove them, e.g. scanpy.pp.filter_cells("
-            "adata, min_counts=1) on each modality."
-        )
+    check_cells_have_counts(cells, x, mask)
     return CellData(cells, x, mask, cov)
 
 

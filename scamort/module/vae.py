@@ -37,6 +37,22 @@ def host_mask(mask: torch.Tensor, host: np.ndarray | None = None) -> np.ndarray:
     return np.asarray(mask.detach().bool().cpu()) if host is None else host
 
 
+def on_present_rows(
+    present: np.ndarray, device, compute, fill: tuple[float, ...]
+) -> tuple[torch.Tensor, ...]:
+    """Run ``compute(rows, idx)`` on the rows where ``present`` (a host bool array) holds
+    (``rows`` on the host, ``idx`` the same on ``device``) and scatter each tensor it
+    returns back into a full-height tensor whose other rows are ``fill``; the row count
+    comes from the host, so no synchronisation."""
+    rows = np.flatnonzero(present)
+    idx = host_index_on(rows, device)
+    parts = compute(rows, idx)
+    return tuple(
+        t.new_full((len(present), *t.shape[1:]), f).index_copy(0, idx, t)
+        for t, f in zip(parts, fill)
+    )
+
+
 def check_option(name: str, value, valid) -> None:
     """Raise one ValueError that lists the valid choices."""
     if value not in valid:
@@ -187,17 +203,17 @@ class MultiVAE(nn.Module):
             else cov.new_zeros((cov.shape[0], 0), dtype=torch.float32)
         )
         has = host_mask(mask, mask_host)
-        n, d = mask.shape[0], self.config.n_latent
         out = []
         for j, m in enumerate(self.modalities):
             if has[:, j].all():
                 out.append(self.encoders[m](self.encoder_input(m, x[m]), cov_in))
                 continue
-            rows = np.flatnonzero(has[:, j])
-            idx = host_index_on(rows, mask.device)
-            q = self.encoders[m](self.encoder_input(m, x[m].rows(rows)), cov_in[idx])
-            loc = q.loc.new_zeros((n, d)).index_copy(0, idx, q.loc)
-            scale = q.scale.new_ones((n, d)).index_copy(0, idx, q.scale)
+
+            def encode(rows, idx, m=m):
+                q = self.encoders[m](self.encoder_input(m, x[m].rows(rows)), cov_in[idx])
+                return q.loc, q.scale
+
+            loc, scale = on_present_rows(has[:, j], mask.device, encode, fill=(0.0, 1.0))
             out.append(Normal(loc, scale, validate_args=False))
         return out
 
@@ -211,13 +227,15 @@ class MultiVAE(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """(N, 1) size term per modality, read from the observed counts of present cells."""
         has = host_mask(mask, mask_host)
-        out = {}
-        for j, m in enumerate(self.modalities):
-            rows = np.flatnonzero(has[:, j])
-            size = mask.new_zeros((mask.shape[0], 1))
-            sizes = self.decoders[m].log_size(x[m].rows(rows))
-            out[m] = size.index_copy(0, host_index_on(rows, mask.device), sizes)
-        return out
+        return {
+            m: on_present_rows(
+                has[:, j],
+                mask.device,
+                lambda rows, idx, m=m: (self.decoders[m].log_size(x[m].rows(rows)),),
+                fill=(0.0,),
+            )[0]
+            for j, m in enumerate(self.modalities)
+        }
 
     def generative(
         self, z: torch.Tensor, cov: torch.Tensor, m: str, log_size: torch.Tensor | None = None

@@ -1,0 +1,5 @@
+"""The user-facing model class, one concern per file (see ``_model.py``)."""
+
+from ._model import SCAMORT
+
+__all__ = ["SCAMORT"]

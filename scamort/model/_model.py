@@ -1,0 +1,196 @@
+"""The user-facing class, composed from one file per concern.
+
+Each concern lives in its own module as plain functions whose first argument is the
+model (``self``); the class body below binds them as its methods. There is no mixin
+tree: reading this file gives the whole API, and each method's code is one import away.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.setup import Data
+from ..module import ModuleConfig, MultiVAE
+from ..module.vae import check_option
+from . import access, diagnostics, differential, latent, persistence, registry, training, values
+from .registry import _registered
+
+_LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
+
+
+def _paired_fraction(mask: np.ndarray) -> float:
+    """The fraction of cells that have every registered modality (0 with one modality)."""
+    if mask.shape[1] < 2:
+        return 0.0
+    return float(mask.all(axis=1).mean())
+
+
+class SCAMORT:
+    """Product-of-experts VAE for RNA + ATAC, paired and unpaired cells in one latent space.
+
+    Call :meth:`setup_mudata` or :meth:`setup_anndata` on the data first.
+
+    Parameters
+    ----------
+    data
+        The AnnData / MuData registered with ``setup_*``.
+    n_latent, n_hidden, n_layers, dropout
+        Latent dimension and the shape of every encoder and decoder network.
+    rna_likelihood
+        ``"nb"`` (default) or ``"zinb"``.
+    atac_likelihood
+        ``"bernoulli"`` on binarized peaks with cell and region factors (PeakVI, default)
+        or ``"poisson"`` on counts with a cell depth offset.
+    dispersion
+        ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: per gene and batch.
+    encode_covariates
+        Also feed the covariates to the encoders (off by default, as in scVI).
+    cross_reconstruction
+        For paired cells, each single-modality posterior must also explain the other
+        modality (the subset ELBO of the joint data). Off: it explains only its own.
+    single_view_weight
+        Weight of the single-modality ELBOs of paired cells relative to the joint ELBO.
+    single_views
+        ``"all"``: each paired cell's every single-modality ELBO, every step.
+        ``"sample"``: one of them per paired cell and step, drawn at random and weighted
+        so that the loss is unbiased; one decoding per paired cell fewer.
+        ``"auto"`` (default): ``"sample"`` when more than half of the registered cells
+        are paired (there the single views are most of a step's work, and sampling them
+        keeps the quality; see the benchmarks), ``"all"`` otherwise. The choice is
+        stored in :attr:`config`.
+    atac_input
+        What the ATAC expert reads: ``"binary"`` peaks (PeakVI) or ``"tfidf"``,
+        log1p(1e4 x TF x IDF) of the binarized peaks (TF: over the cell's open peaks; IDF:
+        cells with ATAC / (1 + cells where the peak is open), from the training data).
+    adversarial_batch_weight
+        Weight of adversarial batch mixing (as MULTIVI's): a small classifier learns the
+        batch from z and the encoders are trained to make its guess uniform over the
+        other batches. 0 (default) turns it off; it needs at least two batches.
+    cell_factor_hidden
+        Width of the hidden layer of the network that reads the ATAC cell factor (the
+        cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
+    seed
+        Seed of the weight initialisation.
+    """
+
+    def __init__(
+        self,
+        data: Data,
+        n_latent: int = 20,
+        n_hidden: int = 256,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        rna_likelihood: Literal["nb", "zinb"] = "nb",
+        atac_likelihood: Literal["bernoulli", "poisson"] = "bernoulli",
+        dispersion: Literal["gene", "gene-batch"] = "gene",
+        encode_covariates: bool = False,
+        cross_reconstruction: bool = True,
+        single_view_weight: float = 1.0,
+        single_views: Literal["auto", "all", "sample"] = "auto",
+        atac_input: Literal["binary", "tfidf"] = "binary",
+        adversarial_batch_weight: float = 0.0,
+        cell_factor_hidden: int | None = None,
+        seed: int = 0,
+    ):
+        spec, cells = _registered(data)
+        check_option("rna_likelihood", rna_likelihood, _LIKELIHOODS["rna"])
+        check_option("atac_likelihood", atac_likelihood, _LIKELIHOODS["atac"])
+        chosen = {"rna": rna_likelihood, "atac": atac_likelihood}
+        check_option("single_views", single_views, {"auto", "all", "sample"})
+        if single_views == "auto":
+            single_views = "sample" if _paired_fraction(cells.mask) > 0.5 else "all"
+        config = ModuleConfig(
+            n_features={m: len(f) for m, f in zip(spec.modalities, spec.features)},
+            likelihoods={m: chosen[k] for m, k in zip(spec.modalities, spec.kinds)},
+            n_categories=spec.n_categories,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout=dropout,
+            encode_covariates=encode_covariates,
+            dispersion=dispersion,
+            cross_reconstruction=cross_reconstruction,
+            single_view_weight=single_view_weight,
+            single_views=single_views,
+            atac_input=atac_input,
+            adversarial_batch_weight=adversarial_batch_weight,
+            cell_factor_hidden=cell_factor_hidden,
+        )
+        self._init(data, spec, cells, config, seed)
+        for m in self.module._tfidf_modalities():
+            j = spec.modalities.index(m)
+            idf = cells.mask[:, j].sum() / (1.0 + cells.cells_per_feature(m))
+            getattr(self.module, f"idf_{m}").copy_(torch.as_tensor(idf, dtype=torch.float32))
+
+    def _init(self, data, spec, cells, config, seed):
+        self.data, self.spec, self._cells, self.config = data, spec, cells, config
+        # Backed data are read in chunks of this many cells: new data passed to a result
+        # method are read the same way as the training data.
+        self._chunk_size = getattr(cells, "chunk_size", 4096)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = MultiVAE(config)
+        self.history = pd.DataFrame()
+        self.is_trained = False
+        # This process's rank in the last distributed training (0 otherwise): only rank 0
+        # should write results.
+        self.global_rank = 0
+
+    # ---- setup (registry.py) -------------------------------------------------------------
+    setup_mudata = staticmethod(registry.setup_mudata)
+    setup_anndata = staticmethod(registry.setup_anndata)
+
+    # ---- training (training.py) ----------------------------------------------------------
+    train = training.train
+    _chunk_loaders = training._chunk_loaders
+
+    # ---- cells, devices, posteriors (access.py) ------------------------------------------
+    device = property(access.device)
+    to_device = access.to_device
+    _cell_data = access._cell_data
+    _batches = access._batches
+    _posterior = access._posterior
+    _view_mask = access._view_mask
+    _check_modality = access._check_modality
+    _log_lik = access._log_lik
+    _has = access._has
+    _modality_of = access._modality_of
+    _batch_code = access._batch_code
+
+    # ---- latent spaces (latent.py) -------------------------------------------------------
+    get_latent_representation = latent.get_latent_representation
+    write_latent_representation = latent.write_latent_representation
+    _check_latent_options = latent._check_latent_options
+    _latent = latent._latent
+
+    # ---- normalized values and imputation (values.py) ------------------------------------
+    get_normalized = values.get_normalized
+    get_normalized_expression = values.get_normalized_expression
+    get_accessibility_estimates = values.get_accessibility_estimates
+
+    # ---- differential expression and accessibility (differential.py) --------------------
+    differential_expression = differential.differential_expression
+    differential_accessibility = differential.differential_accessibility
+
+    # ---- diagnostics (diagnostics.py) ----------------------------------------------------
+    get_elbo = diagnostics.get_elbo
+    get_gaps = diagnostics.get_gaps
+
+    # ---- save / load (persistence.py) ----------------------------------------------------
+    save = persistence.save
+    load = classmethod(persistence.load)
+
+    def __repr__(self) -> str:
+        c = self.config
+        mods = ", ".join(
+            f"{m}: {c.n_features[m]} features ({c.likelihoods[m]})" for m in self.spec.modalities
+        )
+        paired = int((self._cells.mask.sum(1) > 1).sum())
+        return (
+            f"SCAMORT({self._cells.n_cells} cells, {paired} paired; {mods}; "
+            f"n_latent={c.n_latent}, trained={self.is_trained})"
+        )

@@ -1,0 +1,289 @@
+"""Differential expression and accessibility with scvi-tools' semantics and machinery.
+
+The Bayesian decision machinery is scvi-tools' own (``_de_core`` and
+``DifferentialComputation``: the change mode with ``delta``, the vanilla mode, batch
+correction, the posterior expected FDR, pseudocounts, one-vs-rest), so tables written
+for scVI's and MULTIVI's results read scamort's the same way. scamort supplies what that
+machinery asks of a model: normalized values of sampled cells under a posterior draw
+(``model_fn``), the latent means (``representation_fn``), and a minimal stand-in for
+scvi-tools' data manager (the counts and the batch categories), since scamort does not
+register data with scvi-tools. The raw-count columns are computed here, on the cells
+that measured the modality (scvi-tools' helper would average absent cells' empty rows
+in as zeros).
+
+Every cell takes part, including unpaired ones through the modality they lack (an
+ATAC-only cluster's markers from its imputed expression); ``observed_only=True``
+restricts both groups to the cells that measured the modality.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.setup import Data
+
+if TYPE_CHECKING:
+    from ._model import SCAMORT
+
+
+class _Registry:
+    """The two things scvi-tools' differential code reads from its data manager."""
+
+    def __init__(self, adata, counts, batches):
+        self.adata, self._counts, self._batches = adata, counts, batches
+
+    def get_from_registry(self, key):
+        return self._counts
+
+    def get_state_registry(self, key):
+        return pd.Series({"categorical_mapping": np.asarray(self._batches)})
+
+
+def _sampler(model: SCAMORT, modality: str, cells, positions, seed: int, batch_size: int):
+    """scvi-tools' ``model_fn``: for ``n_samples_overall`` cells drawn (seeded) from the
+    selection, one posterior draw each, decoded to normalized values, under
+    ``transform_batch`` (a batch name) or the cell's own batch (None)."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+
+    @torch.inference_mode()
+    def model_fn(adata, indices, transform_batch=None, n_samples_overall=None, **_):
+        pick = positions[np.asarray(indices)]
+        if n_samples_overall is not None:
+            pick = rng.choice(pick, n_samples_overall)
+        codes = model._batch_code(transform_batch)
+        out = []
+        for batch in model._batches(cells, pick, batch_size):
+            q = model._posterior(batch, "joint")
+            z = q.loc + q.scale * torch.randn(q.loc.shape, generator=gen, device=q.loc.device)
+            cov = batch["cov"].clone()
+            if codes is not None:
+                cov[:, 0] = codes
+            dist = model.module.generative(z, cov, modality)
+            out.append(_normalized(dist).float().cpu().numpy())
+        return np.concatenate(out)
+
+    return model_fn
+
+
+def _normalized(dist) -> torch.Tensor:
+    return dist.log_mu.exp() if hasattr(dist, "log_mu") else dist.mean
+
+
+def _raw_stats(counts, has, binary: bool):
+    """scvi-tools' raw-count columns, over the cells of each group that have the modality."""
+
+    def stats(registry, idx1, idx2):
+        out = {}
+        for k, idx in (("1", idx1), ("2", idx2)):
+            idx = np.flatnonzero(np.asarray(idx))
+            idx = idx[has[idx]]
+            x = counts[idx]
+            if binary:
+                out[f"emp_mean{k}"] = np.asarray((x > 0).mean(0)).ravel()
+                continue
+            lib = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
+            out[f"raw_mean{k}"] = np.asarray(x.mean(0)).ravel()
+            out[f"non_zeros_proportion{k}"] = np.asarray((x > 0).mean(0)).ravel()
+            norm = x.multiply(1e4 / lib[:, None]).tocsr()
+            out[f"raw_normalized_mean{k}"] = np.asarray(norm.mean(0)).ravel()
+        return out
+
+    return stats
+
+
+def _differential(
+    model: SCAMORT,
+    kind: str,
+    groupby,
+    group1,
+    group2,
+    idx1,
+    idx2,
+    mode,
+    delta,
+    batch_size,
+    all_stats,
+    batch_correction,
+    batchid1,
+    batchid2,
+    fdr_target,
+    silent,
+    data,
+    observed_only,
+    seed,
+    **kwargs,
+) -> pd.DataFrame:
+    from scvi.model.base._de_core import _de_core
+
+    from ..module.vae import check_option
+
+    check_option("mode", mode, {"change", "vanilla"})
+    modality = model._modality_of(kind)
+    j = model.spec.modalities.index(modality)
+    cells = model._cell_data(data)
+    source = model.data if data is None else data
+    obs = source.obs.reindex(cells.obs_names)
+    keep = cells.mask[:, j] if observed_only else np.ones(cells.n_cells, dtype=bool)
+    positions = np.flatnonzero(keep)
+    if groupby is not None and groupby not in obs:
+        raise ValueError(f"groupby={groupby!r} is not a column of obs (columns: {list(obs)}).")
+    if groupby is None and idx1 is None:
+        raise ValueError("pass groupby (an obs column) or idx1 (the cells of group 1).")
+    table = ad.AnnData(obs=obs.iloc[positions].copy())
+    for name, idx in (("idx1", idx1), ("idx2", idx2)):
+        if idx is not None and not isinstance(idx, str):
+            idx = np.asarray(idx)
+            if idx.dtype == bool and len(idx) != cells.n_cells:
+                raise ValueError(f"{name} as a mask needs one entry per cell ({cells.n_cells}).")
+    idx1 = _restrict(idx1, positions, cells.n_cells)
+    idx2 = _restrict(idx2, positions, cells.n_cells)
+    counts = cells.x[modality][positions]
+    features = list(model.spec.features[j])
+    batches = model.spec.categories[0]
+    if batchid1 is not None or batchid2 is not None:
+        for b in [*(batchid1 or []), *(batchid2 or [])]:
+            model._batch_code(b)  # an unknown batch name is an error naming the batches
+    binary = model.config.likelihoods[modality] == "bernoulli"
+    result = _de_core(
+        _Registry(table, counts, batches),
+        model_fn=_sampler(model, modality, cells, positions, seed, batch_size or 1024),
+        representation_fn=lambda adata, indices: model.get_latent_representation(
+            data, indices=positions[np.asarray(indices)]
+        ),
+        groupby=groupby,
+        group1=group1,
+        group2=group2,
+        idx1=idx1,
+        idx2=idx2,
+        all_stats=all_stats,
+        all_stats_fn=_raw_stats(counts, cells.mask[positions, j], binary),
+        col_names=features,
+        mode=mode,
+        batchid1=batchid1,
+        batchid2=batchid2,
+        delta=delta,
+        batch_correction=batch_correction and model.spec.batch_key is not None,
+        fdr=fdr_target,
+        silent=silent,
+        **kwargs,
+    )
+    return result
+
+
+def _restrict(idx, positions, n_cells):
+    """A mask or index list over all cells, re-expressed over ``positions``."""
+    if idx is None or isinstance(idx, str):
+        return idx
+    idx = np.asarray(idx)
+    mask = idx if idx.dtype == bool else np.isin(np.arange(n_cells), idx)
+    return mask[positions]
+
+
+def differential_expression(
+    self: SCAMORT,
+    groupby: str | None = None,
+    group1: str | list[str] | None = None,
+    group2: str | None = None,
+    idx1: np.ndarray | str | None = None,
+    idx2: np.ndarray | str | None = None,
+    mode: Literal["vanilla", "change"] = "change",
+    delta: float = 0.25,
+    batch_size: int | None = None,
+    all_stats: bool = True,
+    batch_correction: bool = False,
+    batchid1: list[str] | None = None,
+    batchid2: list[str] | None = None,
+    fdr_target: float = 0.05,
+    silent: bool = True,
+    data: Data | None = None,
+    observed_only: bool = False,
+    seed: int = 0,
+    **kwargs,
+) -> pd.DataFrame:
+    """Differential expression between groups of cells, as scvi-tools' SCVI / MULTIVI.
+
+    ``groupby`` names an obs column; ``group1`` (one or several of its values; all of them
+    when None) is compared with ``group2`` (the rest when None). Or ``idx1`` / ``idx2``
+    give the cells directly (masks, positions or obs query strings). ``mode="change"``
+    (default) gives ``proba_de``, the posterior probability that |log2 fold change| >
+    ``delta``, and ``is_de_fdr_{fdr_target}``, the calls at that posterior expected FDR;
+    ``mode="vanilla"`` the probability that group 1's expression exceeds group 2's.
+    ``batch_correction=True`` decodes every cell in each batch (``batchid1`` /
+    ``batchid2``) and compares like with like; ``pseudocounts`` and the other options of
+    :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors` pass through
+    ``kwargs``.
+
+    Every cell is used, ATAC-only cells through their imputed expression; with
+    ``observed_only=True`` only the cells whose RNA was measured. Samples are drawn from
+    ``seed``. Columns as scvi-tools (``proba_de``, ``bayes_factor``, ``lfc_mean``,
+    ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2``, ``raw_mean1``, ...), one row per
+    gene and comparison, sorted by ``proba_de`` (``bayes_factor`` in vanilla mode).
+    """
+    return _differential(
+        self, "rna", groupby, group1, group2, idx1, idx2, mode, delta, batch_size,
+        all_stats, batch_correction, batchid1, batchid2, fdr_target, silent, data,
+        observed_only, seed, **kwargs,
+    )  # fmt: skip
+
+
+def differential_accessibility(
+    self: SCAMORT,
+    groupby: str | None = None,
+    group1: str | list[str] | None = None,
+    group2: str | None = None,
+    idx1: np.ndarray | str | None = None,
+    idx2: np.ndarray | str | None = None,
+    mode: Literal["vanilla", "change"] = "change",
+    delta: float = 0.05,
+    batch_size: int | None = None,
+    all_stats: bool = True,
+    batch_correction: bool = False,
+    batchid1: list[str] | None = None,
+    batchid2: list[str] | None = None,
+    fdr_target: float = 0.05,
+    silent: bool = True,
+    data: Data | None = None,
+    observed_only: bool = False,
+    seed: int = 0,
+    **kwargs,
+) -> pd.DataFrame:
+    """Differential accessibility between groups of cells, with MULTIVI's output columns.
+
+    The same decision machinery and arguments as :meth:`differential_expression`, on the
+    accessibility estimates (Bernoulli ATAC: probabilities without the cell factor). The
+    table has MULTIVI's columns: ``prob_da``, ``is_da_fdr`` (at ``fdr_target``; change
+    mode), ``bayes_factor``, ``effect_size`` (group 2 minus group 1), ``emp_effect``,
+    ``est_prob1`` / ``est_prob2`` and ``emp_prob1`` / ``emp_prob2`` (observed
+    fractions of open cells among the cells with ATAC), and ``comparison``, ``group1``,
+    ``group2`` where groups were named. RNA-only cells take part through their imputed
+    accessibility unless ``observed_only=True``.
+    """
+    result = _differential(
+        self, "atac", groupby, group1, group2, idx1, idx2, mode, delta, batch_size,
+        all_stats, batch_correction, batchid1, batchid2, fdr_target, silent, data,
+        observed_only, seed, **kwargs,
+    )  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "prob_da": result["proba_de"] if mode == "change" else result["proba_m1"],
+            "is_da_fdr": result[f"is_de_fdr_{fdr_target}"] if mode == "change" else None,
+            "bayes_factor": result["bayes_factor"],
+            "effect_size": result["scale2"] - result["scale1"],
+            "emp_effect": result.get("emp_mean2", np.nan) - result.get("emp_mean1", np.nan),
+            "est_prob1": result["scale1"],
+            "est_prob2": result["scale2"],
+            "emp_prob1": result.get("emp_mean1", np.nan),
+            "emp_prob2": result.get("emp_mean2", np.nan),
+        },
+        index=result.index,
+    )
+    for col in ("comparison", "group1", "group2"):
+        if col in result:
+            out[col] = result[col]
+    return out

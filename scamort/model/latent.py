@@ -1,0 +1,218 @@
+"""Latent spaces: joint and single-modality embeddings, refined or amortized."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import (
+    DataError,
+)
+from ..data.backed import BackedCells
+from ..data.setup import Data
+from ..module import refine
+from ..module.vae import check_option
+from .access import (
+    _frozen,
+    _nan_rows,
+)
+
+
+def get_latent_representation(
+    self,
+    data: Data | None = None,
+    modality: str = "joint",
+    indices: np.ndarray | None = None,
+    give_mean: bool = True,
+    batch_size: int = 1024,
+    refine_steps: int = 0,
+    refine_lr: float = 0.05,
+    refine_samples: int = 1,
+    refine_tol: float | None = None,
+    return_elbo: bool = False,
+    seed: int = 0,
+    paired: Literal["auto", "product", "average"] = "auto",
+) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
+    """Posterior of z for each cell, shape (n_cells, n_latent).
+
+    ``modality="joint"`` uses every modality the cell has (product of experts).
+    ``modality="rna"`` / ``"atac"`` uses that one expert with the prior; rows of cells
+    lacking that modality are NaN. ``give_mean=False`` draws one sample instead.
+
+    ``refine_steps=K > 0`` refines each cell's posterior by K Adam steps on its own
+    ELBO with the model frozen (semi-amortized inference), vectorised over blocks of
+    ``batch_size`` cells; ``refine_lr``, ``refine_samples`` (draws per step) and
+    ``refine_tol`` (stop when no parameter moves more) tune it. For a single-modality
+    latent, the ELBO scores that modality only. ``return_elbo=True`` also returns a
+    DataFrame with each cell's ``elbo_amortized`` and ``elbo_refined`` (16 common
+    draws; NaN where the cell lacks the modality).
+
+    ``paired`` (joint latent only) is how a cell with several modalities is embedded:
+    ``"product"``, the product-of-experts posterior (all its evidence at once), or
+    ``"average"``, the average of its single-modality posterior means (the equal
+    mixture of the posteriors an RNA-only and an ATAC-only cell would get). Product
+    posteriors are sharper and sit farther from the origin than single-modality ones,
+    so ``"average"`` mixes paired with unpaired cells better (see the benchmarks).
+    Cells with one modality get the same embedding either way. Refinement and
+    ``return_elbo`` apply to the product posterior. ``"auto"`` (default) is
+    ``"average"``, or ``"product"`` when refining or returning the ELBO.
+    """
+    paired = self._check_latent_options(modality, paired, refine_steps > 0 or return_elbo)
+    return self._latent(
+        self._cell_data(data),
+        modality,
+        indices,
+        give_mean,
+        batch_size,
+        refine_steps,
+        refine_lr,
+        refine_samples,
+        refine_tol,
+        return_elbo,
+        seed,
+        paired,
+    )
+
+
+def _check_latent_options(self, modality: str, paired: str, refining: bool) -> str:
+    """Validate the latent options; return ``paired`` with ``"auto"`` resolved."""
+    self._check_modality(modality)
+    check_option("paired", paired, {"auto", "product", "average"})
+    if modality != "joint" and paired != "auto":
+        raise ValueError(
+            f"paired={paired!r} is for the joint latent; a {modality!r} latent uses that "
+            "modality alone. Leave paired unset."
+        )
+    if paired == "auto":
+        return "product" if refining else "average"
+    if paired == "average" and refining:
+        raise ValueError(
+            "refinement (refine_steps, return_elbo) works on the product-of-experts "
+            "posterior: pass paired='product' (or 'auto') to refine."
+        )
+    return paired
+
+
+def _latent(
+    self,
+    cells,
+    modality,
+    indices,
+    give_mean,
+    batch_size,
+    refine_steps,
+    refine_lr,
+    refine_samples,
+    refine_tol,
+    return_elbo,
+    seed,
+    paired="product",
+):
+    gen = torch.Generator(device=self.device).manual_seed(seed)
+    zs, before, after = [], [], []
+    for batch in self._batches(cells, indices, batch_size):
+        with torch.no_grad():
+            q = self._posterior(batch, modality, paired)
+        loc, scale = q.loc, q.scale
+        if refine_steps > 0 or return_elbo:
+            with _frozen(self.module), torch.enable_grad():
+                r = refine(
+                    self._log_lik(batch, modality),
+                    loc,
+                    scale,
+                    refine_steps,
+                    lr=refine_lr,
+                    n_samples=refine_samples,
+                    tol=refine_tol,
+                    generator=gen,
+                )
+            loc, scale = r.loc, r.scale
+            before.append(r.elbo_before)
+            after.append(r.elbo_after)
+        z = (
+            loc
+            if give_mean
+            else loc + scale * torch.randn(loc.shape, generator=gen, device=loc.device)
+        )
+        has = self._has(batch, modality)
+        zs.append(_nan_rows(z, has))
+        if before:
+            before[-1], after[-1] = _nan_rows(before[-1], has), _nan_rows(after[-1], has)
+    z = np.concatenate(zs)
+    if not return_elbo:
+        return z
+    obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
+    table = pd.DataFrame(
+        {"elbo_amortized": np.concatenate(before), "elbo_refined": np.concatenate(after)},
+        index=obs,
+    )
+    return z, table
+
+
+def write_latent_representation(
+    self,
+    key: str = "X_scamort",
+    data: Data | None = None,
+    modality: str = "joint",
+    batch_size: int = 1024,
+    refine_steps: int = 0,
+    refine_lr: float = 0.05,
+    seed: int = 0,
+    paired: Literal["auto", "product", "average"] = "auto",
+) -> None:
+    """Put the latent means in ``data.obsm[key]``.
+
+    For data opened backed the result goes into the file instead, one chunk of cells
+    at a time (``obsm/<key>`` of the AnnData, or of the MuData's global obs), so that
+    memory does not grow with the cells; open the file with ``backed="r+"``. Read it
+    back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
+    NaN. See :meth:`get_latent_representation` for the arguments.
+    """
+    paired = self._check_latent_options(modality, paired, refine_steps > 0)
+    data = self.data if data is None else data
+    cells = self._cell_data(data)
+
+    def latent(indices):
+        return self._latent(
+            cells,
+            modality,
+            indices,
+            give_mean=True,
+            batch_size=batch_size,
+            refine_steps=refine_steps,
+            refine_lr=refine_lr,
+            refine_samples=1,
+            refine_tol=None,
+            return_elbo=False,
+            seed=seed,
+            paired=paired,
+        )
+
+    if not isinstance(cells, BackedCells):
+        data.obsm[key] = latent(None)
+        return
+    f = _writable_file(data)
+    group = f.require_group("obsm")
+    if key in group:
+        del group[key]
+    out = group.create_dataset(key, shape=(cells.n_cells, self.config.n_latent), dtype="f4")
+    out.attrs["encoding-type"], out.attrs["encoding-version"] = "array", "0.2.0"
+    for start, stop in cells.chunks():
+        out[start:stop] = latent(np.arange(start, stop))
+    f.flush()
+
+
+def _writable_file(data):
+    """The open h5py file behind backed data, if it was opened for writing."""
+    manager = getattr(data, "file", None)
+    f = getattr(manager, "_file", None)
+    if f is None or not f:
+        raise DataError("the data are not backed by an open file.")
+    if f.mode != "r+":
+        raise DataError(
+            f"{f.filename} is open read-only: open it with backed='r+' to write results into it."
+        )
+    return f

@@ -1,0 +1,69 @@
+"""Saving and loading a model (weights, configuration, history)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+
+from .. import __version__
+from .._io import atomic_write
+from ..data import (
+    DataSpec,
+    to_cell_data,
+)
+from ..data.setup import Data
+from ..module import ModuleConfig
+
+if TYPE_CHECKING:
+    from ._model import SCAMORT
+
+
+def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write ``model.pt`` (weights only), ``config.json`` and ``history.csv`` to ``path``.
+
+    Each file is written to a temporary name and renamed, so a crash never leaves
+    a half-written model.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} is not empty; pass overwrite=True to replace it.")
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "scamort_version": __version__,
+        "module": self.config.to_dict(),
+        "spec": self.spec.to_dict(),
+        "is_trained": self.is_trained,
+    }
+    state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+    atomic_write(path / "model.pt", lambda f: torch.save(state, f))
+    atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=1).encode()))
+    atomic_write(path / "history.csv", lambda f: f.write(self.history.to_csv(index=False).encode()))
+
+
+def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SCAMORT:
+    """Load a saved model for ``data``, whose features must match the model's exactly.
+
+    ``data`` is checked against the model's registration (modalities, layers, batch and
+    covariate keys); any ``setup_*`` registration of ``data`` is left as it is. Backed
+    data are read in chunks of ``chunk_size`` cells.
+    """
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
+    config = json.loads((path / "config.json").read_text())
+    spec = DataSpec.from_dict(config["spec"])
+    module_config = ModuleConfig(**config["module"])
+    cells = to_cell_data(data, spec, chunk_size)
+    model = cls.__new__(cls)
+    model._init(data, spec, cells, module_config, seed=0)
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    model.module.load_state_dict(state)
+    model.is_trained = config["is_trained"]
+    hist = path / "history.csv"
+    model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
+    return model
