@@ -27,6 +27,7 @@ def simulate_multiome(
     batch_effect: float = 0.5,
     rna_library: float = 60.0,
     seed: int = 0,
+    frac_informative: float = 1.0,
 ) -> md.MuData:
     """Simulate RNA + ATAC counts from a shared latent space.
 
@@ -36,7 +37,10 @@ def simulate_multiome(
       ``rna_library`` (about 5-10 % non-zero entries at the defaults);
     - ATAC: open with probability sigmoid(V z + c + batch shift) times a cell factor,
       peaks mostly at 1 with a few 2s (about 1-4 % non-zero).
-    The batch shifts are per-feature offsets of scale ``batch_effect``. Cells are split
+    The batch shifts are per-feature offsets of scale ``batch_effect``.
+    ``frac_informative < 1`` leaves only that fraction of the genes and of the peaks
+    driven by the latent state; the others have the same mean in every cell type
+    (differ only by batch), so the truth of differential analyses is sparse. Cells are split
     at random into paired, RNA-only (``frac_rna_only``) and ATAC-only (the rest). A cell
     with no count in a modality it has receives one at a random feature (such a cell
     could not be embedded from that modality); a feature may have no counts at all, as
@@ -47,9 +51,11 @@ def simulate_multiome(
     MuData with modalities ``rna`` and ``atac`` holding only the cells measured in each
     (int32 CSR counts), and ground truth in ``.obs``: ``cell_type``, ``batch``,
     ``modality`` (paired / rna_only / atac_only); the true latent is in
-    ``.obsm["X_true"]``.
+    ``.obsm["X_true"]``; each modality's ``varm["true_profile"]`` holds, per feature and
+    cell type, the true mean expression / accessibility (:func:`true_profiles`), from
+    which the features that differ between two types can be read.
     """
-    _, blocks = _blocks(
+    _, blocks, loadings = _blocks(
         n_cells,
         n_genes,
         n_peaks,
@@ -61,6 +67,7 @@ def simulate_multiome(
         batch_effect,
         rna_library,
         seed,
+        frac_informative,
     )
     parts = list(blocks)
     cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
@@ -78,7 +85,32 @@ def simulate_multiome(
         mdata = md.MuData(mods)
     mdata.obs = obs.loc[mdata.obs_names].copy()
     mdata.obsm["X_true"] = z[names.get_indexer(mdata.obs_names)]
+    for m, profile in zip(("rna", "atac"), true_profiles(z, cell_type, *loadings)):
+        mdata.mod[m].varm["true_profile"] = profile.set_axis(mdata.mod[m].var_names)
     return mdata
+
+
+def true_profiles(z, cell_type, genes, peaks) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per feature and cell type, the simulator's true mean normalized expression
+    (softmax of the gene logits) and accessibility (sigmoid of the peak logits, without
+    cell factor), averaged over the type's cells, without batch shifts: what differential
+    expression and accessibility between types should recover."""
+    types = np.unique(cell_type)
+    out = []
+    for (weights, base, _), link in ((genes, "softmax"), (peaks, "sigmoid")):
+        sums = np.zeros((len(types), weights.shape[1]))
+        for start in range(0, len(z), _BLOCK):
+            logits = z[start : start + _BLOCK] @ weights + base
+            if link == "softmax":
+                v = np.exp(logits - logits.max(1, keepdims=True))
+                v /= v.sum(1, keepdims=True)
+            else:
+                v = 1.0 / (1.0 + np.exp(-logits))
+            t = np.searchsorted(types, cell_type[start : start + _BLOCK])
+            np.add.at(sums, t, v)
+        means = sums / np.bincount(np.searchsorted(types, cell_type))[:, None]
+        out.append(pd.DataFrame(means.T, columns=[f"type_{t}" for t in types]))
+    return out[0], out[1]
 
 
 def _blocks(
@@ -93,10 +125,14 @@ def _blocks(
     batch_effect,
     rna_library,
     seed,
+    frac_informative=1.0,
 ):
-    """The shared generator and an iterator over blocks of cells: (type, batch, status,
-    latent, RNA CSR, ATAC CSR), each block from its own child generator, so that memory
-    stays at one block's dense arrays whatever n_cells is."""
+    """The shared generator, an iterator over blocks of cells (type, batch, status,
+    latent, RNA CSR, ATAC CSR) and the (gene, peak) loadings, each block from its own
+    child generator, so that memory stays at one block's dense arrays whatever n_cells
+    is."""
+    if not 0 < frac_informative <= 1:
+        raise ValueError(f"frac_informative must be in (0, 1], got {frac_informative}.")
     if frac_paired < 0 or frac_rna_only < 0 or frac_paired + frac_rna_only > 1:
         raise ValueError(
             "need frac_paired, frac_rna_only >= 0 and frac_paired + "
@@ -106,7 +142,12 @@ def _blocks(
     centres = rng.normal(0.0, 1.0, size=(n_cell_types, n_latent))
     genes = _loadings(rng, n_latent, n_genes, 0.5, 0.0, 1.0, n_batches, batch_effect)
     peaks = _loadings(rng, n_latent, n_peaks, 0.7, -5.0, 0.8, n_batches, batch_effect)
+    if frac_informative < 1:  # drawn after the loadings: the default stream is unchanged
+        for weights, _, _ in (genes, peaks):
+            silent = rng.random(weights.shape[1]) >= frac_informative
+            weights[:, silent] = 0.0
     children = np.random.SeedSequence(seed).spawn(-(-n_cells // _BLOCK))
+    loadings = (genes, peaks)
     blocks = (
         _cells(
             np.random.default_rng(child),
@@ -120,7 +161,7 @@ def _blocks(
         )
         for start, child in zip(range(0, n_cells, _BLOCK), children)
     )
-    return rng, blocks
+    return rng, blocks, loadings
 
 
 def _names(prefix: str, n: int) -> list[str]:
@@ -193,6 +234,7 @@ def write_simulated_multiome(
     batch_effect: float = 0.5,
     rna_library: float = 60.0,
     seed: int = 0,
+    frac_informative: float = 1.0,
 ) -> Path:
     """:func:`simulate_multiome` written to an ``.h5mu`` file block by block.
 
@@ -205,7 +247,7 @@ def write_simulated_multiome(
     from .._io import atomic_path
 
     args = (n_cells, n_genes, n_peaks, n_cell_types, n_batches, frac_paired, frac_rna_only)
-    args = (*args, n_latent, batch_effect, rna_library, seed)
+    args = (*args, n_latent, batch_effect, rna_library, seed, frac_informative)
     path = Path(path)
     n_features = {"rna": n_genes, "atac": n_peaks}
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
@@ -244,7 +286,7 @@ def _append_counts(store, args):
     per-cell draws."""
     from anndata.io import sparse_dataset, write_elem
 
-    _, blocks = _blocks(*args)
+    _, blocks, _ = _blocks(*args)
     kept = {"cell_type": [], "batch": [], "status": [], "z": []}
     for cell_type, batch, status, z, rna, atac in blocks:
         for key, v in zip(kept, (cell_type, batch, status, z.astype(np.float32))):

@@ -83,6 +83,13 @@ def _raw_stats(counts, has, binary: bool):
         for k, idx in (("1", idx1), ("2", idx2)):
             idx = np.flatnonzero(np.asarray(idx))
             idx = idx[has[idx]]
+            if len(idx) == 0:  # no cell of the group measured the modality
+                nan = np.full(counts.shape[1], np.nan)
+                names = ("emp_mean",) if binary else ("raw_mean", "non_zeros_proportion")
+                out.update({f"{n}{k}": nan for n in names})
+                if not binary:
+                    out[f"raw_normalized_mean{k}"] = nan
+                continue
             x = counts[idx]
             if binary:
                 out[f"emp_mean{k}"] = np.asarray((x > 0).mean(0)).ravel()
@@ -143,6 +150,16 @@ def _differential(
                 raise ValueError(f"{name} as a mask needs one entry per cell ({cells.n_cells}).")
     idx1 = _restrict(idx1, positions, cells.n_cells)
     idx2 = _restrict(idx2, positions, cells.n_cells)
+    which = f" that measured {modality!r} (observed_only=True)" if observed_only else ""
+    for name, idx in (("idx1", idx1), ("idx2", idx2)):
+        if idx is not None and not isinstance(idx, str) and not np.any(idx):
+            raise ValueError(f"{name} holds no cells{which}.")
+    if groupby is not None and idx1 is None:
+        present = set(table.obs[groupby].astype(str))
+        named = [group1] if isinstance(group1, str) else list(group1 or [])
+        missing = [g for g in [*named, *([group2] if group2 else [])] if str(g) not in present]
+        if missing:
+            raise ValueError(f"groups {missing} of {groupby!r} have no cells{which}.")
     counts = cells.x[modality][positions]
     features = list(model.spec.features[j])
     batches = model.spec.categories[0]
