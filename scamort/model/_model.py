@@ -16,7 +16,18 @@ import torch
 from ..data.setup import Data
 from ..module import ModuleConfig, MultiVAE
 from ..module.vae import check_option
-from . import access, diagnostics, differential, latent, persistence, registry, training, values
+from . import (
+    access,
+    diagnostics,
+    differential,
+    latent,
+    novelty,
+    persistence,
+    query,
+    registry,
+    training,
+    values,
+)
 from .registry import _registered
 
 _LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
@@ -139,6 +150,10 @@ class SCAMORT:
         # This process's rank in the last distributed training (0 otherwise): only rank 0
         # should write results.
         self.global_rank = 0
+        # A query model's gradient hooks (load_query_data), and the training cells'
+        # ELBO-on-depth fit behind get_novelty (computed when first needed).
+        self._query_hooks = None
+        self._calibration = None
 
     # ---- setup (registry.py) -------------------------------------------------------------
     setup_mudata = staticmethod(registry.setup_mudata)
@@ -175,6 +190,11 @@ class SCAMORT:
     # ---- differential expression and accessibility (differential.py) --------------------
     differential_expression = differential.differential_expression
     differential_accessibility = differential.differential_accessibility
+
+    # ---- new data on a trained model (query.py, novelty.py) -----------------------------
+    load_query_data = classmethod(query.load_query_data)
+    get_novelty = novelty.get_novelty
+    _novelty_calibration = novelty._novelty_calibration
 
     # ---- diagnostics (diagnostics.py) ----------------------------------------------------
     get_elbo = diagnostics.get_elbo

@@ -38,6 +38,7 @@ def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         "module": self.config.to_dict(),
         "spec": self.spec.to_dict(),
         "is_trained": self.is_trained,
+        "novelty_calibration": self._calibration,
     }
     state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
     atomic_write(path / "model.pt", lambda f: torch.save(state, f))
@@ -64,6 +65,7 @@ def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SC
     state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     model.module.load_state_dict(state)
     model.is_trained = config["is_trained"]
+    model._calibration = config.get("novelty_calibration")
     hist = path / "history.csv"
     model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
     return model

@@ -92,6 +92,14 @@ def train(
     their cells shuffled together; ``validation_fraction`` holds out whole chunks.
     ``data_placement`` does not apply to them (minibatches come from the host).
     """
+    if self._query_hooks is not None:
+        if not any(p.requires_grad for p in self.module.parameters()):
+            raise ValueError(
+                "this query adds no batch or covariate category the reference lacks, so "
+                "there is nothing to train: its embedding is ready (get_latent_representation"
+                "; refine_steps brings each cell closer to its best posterior)."
+            )
+        weight_decay = 0.0  # decay would shrink the frozen reference weights too
     n = self._cells.n_cells
     max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
     if not 0 <= validation_fraction < 1:
