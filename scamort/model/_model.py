@@ -84,6 +84,13 @@ class SCAMORT:
     cell_factor_hidden
         Width of the hidden layer of the network that reads the ATAC cell factor (the
         cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
+    peak_sampling
+        Bernoulli ATAC only: during training, score every open peak of a cell exactly
+        and the closed ones on a random ``peak_sampling`` fraction (< 1) or number (>= 1)
+        of the peak columns per minibatch, weighted by the inverse inclusion probability
+        (reconstruction sampling: unbiased, and a training step's ATAC cost grows with
+        the open peaks). ``None`` (default): every column. Validation, :meth:`get_elbo`,
+        :meth:`get_gaps`, refinement and every result use the exact likelihood.
     seed
         Seed of the weight initialisation.
     """
@@ -105,6 +112,7 @@ class SCAMORT:
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
         cell_factor_hidden: int | None = None,
+        peak_sampling: float | None = None,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -130,6 +138,7 @@ class SCAMORT:
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
             cell_factor_hidden=cell_factor_hidden,
+            peak_sampling=peak_sampling,
         )
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():

@@ -53,6 +53,15 @@ def on_present_rows(
     )
 
 
+def sampled_columns(peak_sampling: float | None, n_peaks: int) -> int | None:
+    """The number of peak columns scored per minibatch for ``peak_sampling`` (a fraction
+    below 1 or a number from 1 up; None: all, exact)."""
+    if peak_sampling is None:
+        return None
+    k = round(peak_sampling * n_peaks) if peak_sampling < 1 else int(peak_sampling)
+    return max(1, min(k, n_peaks))
+
+
 def check_option(name: str, value, valid) -> None:
     """Raise one ValueError that lists the valid choices."""
     if value not in valid:
@@ -78,6 +87,9 @@ class ModuleConfig:
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
+    # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
+    # (>= 1) of the peak columns per minibatch (unbiased); None: every column
+    peak_sampling: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -95,6 +107,8 @@ class ModuleConfig:
                 "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
                 "a batch_key that has at least two batches."
             )
+        if self.peak_sampling is not None and not self.peak_sampling > 0:
+            raise ValueError(f"peak_sampling must be > 0 (or None), got {self.peak_sampling}.")
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
@@ -170,7 +184,10 @@ class MultiVAE(nn.Module):
         # each decoder takes exactly its own options (a misspelt one is a TypeError)
         options = {
             "nb": {"n_dispersion_groups": c.n_categories[0] if c.dispersion == "gene-batch" else 1},
-            "bernoulli": {"cell_factor_hidden": c.cell_factor_hidden},
+            "bernoulli": {
+                "cell_factor_hidden": c.cell_factor_hidden,
+                "n_sampled": sampled_columns(c.peak_sampling, c.n_features[m]),
+            },
             "poisson": {},
         }
         options["zinb"] = {**options["nb"], "zero_inflated": True}

@@ -22,6 +22,7 @@ from ..likelihoods import (
     ZeroInflatedNegativeBinomial,
     peak_bernoulli_log_lik,
 )
+from ..likelihoods.sampled import sampled_peak_bernoulli_log_lik
 from .mlp import MLP
 from .sparse import SparseRows
 
@@ -95,8 +96,12 @@ class BernoulliDecoder(_Decoder):
         dropout,
         *,
         cell_factor_hidden: int | None = None,
+        n_sampled: int | None = None,
     ):
         super().__init__(n_latent, n_features, n_cov, n_hidden, n_layers, dropout)
+        # Training scores the closed peaks on n_sampled random columns (unbiased; see
+        # likelihoods/sampled.py); evaluation mode is always exact.
+        self.n_sampled = n_sampled if n_sampled is not None and n_sampled < n_features else None
         self.region_logit = nn.Parameter(torch.zeros(n_features))
         # The cell factor c_n is read off the cell's own peaks (PeakVI's l-encoder), by a
         # network of one hidden layer of width cell_factor_hidden (default n_hidden).
@@ -119,11 +124,17 @@ class BernoulliDecoder(_Decoder):
         return PeakBernoulli(log_p)
 
     def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
-        logits = self.out(self.body(z, cov))
+        h = self.body(z, cov)
+        rid, cid = x.row_ids(), x.col.long()
+        if self.training and self.n_sampled is not None:
+            open_w = (x.val > 0).float()
+            return sampled_peak_bernoulli_log_lik(
+                h, self.out.weight, self.out.bias, self.region_logit, log_size, rid, cid,
+                open_w, self.n_sampled,
+            )  # fmt: skip
+        logits = self.out(h)
         open_w = (x.val > 0).to(logits.dtype)
-        return peak_bernoulli_log_lik(
-            logits, self.region_logit, log_size, x.row_ids(), x.col.long(), open_w
-        )
+        return peak_bernoulli_log_lik(logits, self.region_logit, log_size, rid, cid, open_w)
 
 
 class PoissonDecoder(_Decoder):
