@@ -1,16 +1,24 @@
 """Training and refinement speed of scamort against scvi-tools MULTIVI, same data, same run.
 
     python benchmarks/speed.py --datasets snare sim10k sim100k --epochs 3
+    python benchmarks/speed.py --datasets snare sim5k_p100k --epochs 3 --more-epochs 13 \
+        --methods scamort scamort_sampled0.1 multivi --refine-cells 0
+
+``--more-epochs`` trains a second model for that many epochs in the same process and
+reports the cost of one more epoch (start-up and validation cancel).
 
 Data sets (RNA + ATAC, a third each paired / RNA-only / ATAC-only):
 - ``snare``: SNARE-seq mouse cortex (10,309 cells, 1,677 genes x 24,150 regions).
-- ``simN`` (``sim10k``, ``sim100k``, ``sim1m``, or any ``sim<cells>``):
-  ``scamort.datasets.simulate_multiome`` with 2,000 genes x 25,000 peaks, 10 types,
+- ``simN`` (``sim10k``, ``sim100k``, ``sim1m``, or any ``sim<cells>``; ``_p100k`` sets
+  the peaks): ``scamort.datasets.simulate_multiome`` with 2,000 genes x 25,000 peaks
+  (by default), 10 types,
   written once to ``--cache`` as .h5mu and read back by every job, so that no job pays
   for (or counts the memory of) the simulation.
 
 Methods:
 - ``scamort``: defaults (batch 512).
+- ``scamort_sampled<f>``: with ``peak_sampling=f`` (closed peaks scored on a fraction f
+  of the peak columns per minibatch), e.g. ``scamort_sampled0.1``.
 - ``multivi``: MULTIVI at its defaults (batch 128), the input zero-padded as it needs.
 - ``multivi_b512``: MULTIVI at scamort's batch size.
 
@@ -49,11 +57,17 @@ HERE = Path(__file__).resolve().parent
 MULTIVI_DEFAULT_EPOCHS = 500
 
 
-def _n_cells(dataset: str) -> int:
-    m = re.fullmatch(r"sim(\d+)(k|m)?", dataset)
+_UNIT = {None: 1, "k": 1_000, "m": 1_000_000}
+
+
+def _sim_size(dataset: str) -> tuple[int, int]:
+    """(cells, peaks) of ``sim<cells>[k|m][_p<peaks>[k]]`` (25,000 peaks by default)."""
+    m = re.fullmatch(r"sim(\d+)(k|m)?(?:_p(\d+)(k)?)?", dataset)
     if not m:
-        raise ValueError(f"unknown dataset {dataset!r}: use snare or sim<cells>[k|m]")
-    return int(m.group(1)) * {None: 1, "k": 1_000, "m": 1_000_000}[m.group(2)]
+        raise ValueError(f"unknown dataset {dataset!r}: use snare or sim<cells>[k|m][_p<peaks>[k]]")
+    cells = int(m.group(1)) * _UNIT[m.group(2)]
+    peaks = int(m.group(3)) * _UNIT[m.group(4)] if m.group(3) else 25_000
+    return cells, peaks
 
 
 def data_path(dataset: str, cache: Path) -> Path:
@@ -71,8 +85,9 @@ def data_path(dataset: str, cache: Path) -> Path:
                 scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True), seed=0
             )
         else:
+            cells, peaks = _sim_size(dataset)
             mdata = scamort.datasets.simulate_multiome(
-                n_cells=_n_cells(dataset), n_genes=2_000, n_peaks=25_000, n_cell_types=10
+                n_cells=cells, n_genes=2_000, n_peaks=peaks, n_cell_types=10
             )
         write_atomic(mdata, path)
     return path
@@ -92,7 +107,12 @@ def _device_peak_gb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-def run_job(dataset: str, method: str, path: str, epochs: int, refine_cells: int) -> dict:
+def run_job(
+    dataset: str, method: str, path: str, epochs: int, refine_cells: int, more_epochs: int = 0
+) -> dict:
+    """One method on one data set. With ``more_epochs`` > ``epochs``, a second model is
+    trained for that many epochs in the same process, and the cost of one more epoch is
+    (time(more) - time(few)) / (more - few): start-up and the first validation cancel."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -100,35 +120,53 @@ def run_job(dataset: str, method: str, path: str, epochs: int, refine_cells: int
     t0 = time.perf_counter()
     mdata = _read(Path(path))
     row = {"dataset": dataset, "method": method, "epochs": epochs, "n_cells": mdata.n_obs}
+    row["n_peaks"] = mdata["atac"].n_vars
     row["read (s)"] = time.perf_counter() - t0
     row["RSS after read (GB)"] = peak_rss_gb()
-    if method == "scamort":
-        row.update(_scamort(mdata, epochs, refine_cells))
-    else:
-        row.update(_multivi(mdata, epochs, 128 if method == "multivi" else 512))
+    fit = _fitter(method)
+    row.update(fit(mdata, epochs, refine_cells))
     row["cells/s"] = epochs * mdata.n_obs / row["train (s)"]
     row["s/epoch"] = row["train (s)"] / epochs
-    row["time to trained model (s)"] = row["s/epoch"] * row["default epochs"]
+    if more_epochs > epochs:
+        longer = fit(mdata, more_epochs, 0)
+        row["more epochs"] = more_epochs
+        row["s per extra epoch"] = (longer["train (s)"] - row["train (s)"]) / (more_epochs - epochs)
+        row["cells/s per extra epoch"] = mdata.n_obs / row["s per extra epoch"]
+    per_epoch = row.get("s per extra epoch", row["s/epoch"])
+    row["time to trained model (s)"] = per_epoch * row["default epochs"]
     row["peak RSS (GB)"] = peak_rss_gb()
     row["peak device memory (GB)"] = _device_peak_gb()
     row["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return row
 
 
-def _scamort(mdata, epochs: int, refine_cells: int) -> dict:
+def _fitter(method: str):
+    """``fit(mdata, epochs, refine_cells) -> dict`` for a method name: ``scamort``,
+    ``scamort_sampled<f>`` (peak_sampling=f, e.g. scamort_sampled0.1), ``multivi``,
+    ``multivi_b512``."""
+    if method.startswith("scamort"):
+        sampled = method.removeprefix("scamort_sampled") if "sampled" in method else None
+        options = {"peak_sampling": float(sampled)} if sampled else {}
+        return lambda mdata, epochs, refine: _scamort(mdata, epochs, refine, **options)
+    batch = 128 if method == "multivi" else 512
+    return lambda mdata, epochs, refine: _multivi(mdata, epochs, batch)
+
+
+def _scamort(mdata, epochs: int, refine_cells: int, **options) -> dict:
     import scamort
 
     scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
-    model = scamort.SCAMORT(mdata)
+    model = scamort.SCAMORT(mdata, **options)
     t = time.perf_counter()
     model.train(max_epochs=epochs, progress_bar=False)
     out = {"train (s)": time.perf_counter() - t}
     out["default epochs"] = int(np.clip(round(3e5 / mdata.n_obs), 20, 400))
-    cells = np.arange(min(refine_cells, mdata.n_obs))
-    steps = 20
-    t = time.perf_counter()
-    model.get_latent_representation(indices=cells, refine_steps=steps)
-    out["refine cells*steps/s"] = len(cells) * steps / (time.perf_counter() - t)
+    if refine_cells:
+        cells = np.arange(min(refine_cells, mdata.n_obs))
+        steps = 20
+        t = time.perf_counter()
+        model.get_latent_representation(indices=cells, refine_steps=steps)
+        out["refine cells*steps/s"] = len(cells) * steps / (time.perf_counter() - t)
     return out
 
 
@@ -142,8 +180,10 @@ def _multivi(mdata, epochs: int, batch_size: int) -> dict:
 # ------------------------------------------------------------------------- report
 COLUMNS = [
     "n_cells",
+    "n_peaks",
     "cells/s",
     "s/epoch",
+    "s per extra epoch",
     "default epochs",
     "time to trained model (s)",
     "refine cells*steps/s",
@@ -191,6 +231,12 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=["snare", "sim10k", "sim100k"])
     p.add_argument("--methods", nargs="+", default=["scamort", "multivi", "multivi_b512"])
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--more-epochs",
+        type=int,
+        default=0,
+        help="also train for this many epochs: the cost of one more epoch cancels start-up",
+    )
     p.add_argument("--refine-cells", type=int, default=2000)
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "speed.jsonl")
@@ -204,6 +250,7 @@ def main(argv=None):
             path = in_fresh_process(data_path, dataset, args.cache)
             for method in args.methods:
                 job = (dataset, method, str(path), args.epochs, args.refine_cells)
+                job = (*job, args.more_epochs)
                 row = {**in_fresh_process(run_job, *job), "machine": machine()}
                 append_row(args.out, row)
                 rows.append(row)

@@ -91,3 +91,37 @@ def test_a_training_step_makes_no_host_device_synchronisation(tiny_mdata):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(v).item() for v in losses)
+
+
+@pytest.mark.gpu
+def test_the_training_plan_makes_no_synchronisation_inside_a_step(tiny_mdata):
+    """The full Lightning training step of the plan (gather, loss, logging, backward,
+    optimizer step) under CUDA's sync debug mode "error", switched on at each batch's
+    start and off at its end (epoch-end bookkeeping may synchronise once an epoch)."""
+    import lightning as L
+    import torch
+
+    class SyncGuard(L.Callback):
+        def on_train_batch_start(self, trainer, plan, batch, batch_idx):
+            if batch_idx > 0:  # the first step allocates and initialises lazily
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+            torch.cuda.set_sync_debug_mode("default")
+
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
+    original = L.Trainer.__init__
+
+    def with_guard(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), SyncGuard()]
+        original(self, *args, **kwargs)
+
+    L.Trainer.__init__ = with_guard
+    try:
+        model.train(max_epochs=2, batch_size=64, accelerator="gpu", progress_bar=False)
+    finally:
+        L.Trainer.__init__ = original
+        torch.cuda.set_sync_debug_mode("default")
+    assert np.isfinite(model.history["elbo_train"]).all()

@@ -64,3 +64,45 @@ def test_chunk_size_is_kept_for_new_and_loaded_backed_data(tiny_mdata, tmp_path)
     np.testing.assert_allclose(
         loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
     )
+
+
+def test_the_training_step_logs_only_device_tensors(tiny_mdata, monkeypatch):
+    """A Python number passed to self.log is copied to the device every step (a
+    synchronisation on a GPU): the plan logs tensors only, and the KL weight still
+    reaches the history."""
+    import torch
+
+    from scamort.train import TrainingPlan
+
+    logged = []
+    original = TrainingPlan.log
+
+    def spy(self, name, value, *args, **kwargs):
+        logged.append((name, isinstance(value, torch.Tensor)))
+        return original(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingPlan, "log", spy)
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    model.train(max_epochs=2, progress_bar=False)
+    assert logged and all(is_tensor for _, is_tensor in logged), logged
+    assert model.history["kl_weight"].between(0, 1).all()
+
+
+def test_results_on_few_cells_copy_only_those_cells(tiny_mdata, monkeypatch):
+    """get_gaps on a handful of cells moves minibatches of those cells to the device,
+    never the whole data set."""
+    from scamort.data.loaders import CellTensors
+
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    moved = []
+    original = CellTensors.to
+
+    def spy(self, device, non_blocking=False):
+        moved.append(self.n_cells)
+        return original(self, device, non_blocking)
+
+    monkeypatch.setattr(CellTensors, "to", spy)
+    model.get_gaps(indices=np.arange(6), steps=(2,), converge_steps=3, iw_samples=4)
+    assert all(n <= 6 for n in moved)

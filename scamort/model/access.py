@@ -12,7 +12,6 @@ from torch.distributions import Normal
 
 from ..data import (
     CellData,
-    resolve_placement,
     to_cell_data,
 )
 from ..data.backed import BackedCells
@@ -51,9 +50,9 @@ def _batches(self, cells: CellData | BackedCells, indices, batch_size: int):
             part = cells.take(idx[start : start + cells.chunk_size])
             yield from self._batches(part, None, batch_size)
         return
+    # Each minibatch is gathered on the host and only it is copied to the device: a call
+    # on a few cells (get_gaps on 60) must not copy the whole data set to the GPU.
     store = cells.tensors
-    if resolve_placement("auto", self.device, store.nbytes):
-        store = store.to(self.device)
     for start in range(0, len(idx), batch_size):
         yield _to(store.batch(idx[start : start + batch_size]), self.device)
 

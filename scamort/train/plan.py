@@ -48,6 +48,9 @@ class TrainingPlan(L.LightningModule):
     def _gather(self, batch):
         return self.store.batch(batch) if isinstance(batch, np.ndarray) else batch
 
+    def on_train_epoch_start(self):
+        self.kl_weights: list[float] = []
+
     def training_step(self, batch, batch_idx):
         batch = self._gather(batch)
         steps = self.trainer.num_training_batches
@@ -55,10 +58,13 @@ class TrainingPlan(L.LightningModule):
         out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
         n = batch["mask"].shape[0]
         # Epoch means only; under DDP they are averaged over the ranks once per epoch.
+        # Only tensors already on the device are logged: logging a Python number would
+        # copy it to the device (a synchronisation) every step. The KL weight, a host
+        # number, is kept on the host and read by History at the epoch's end.
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
         self.log("train_loss", out.loss, prog_bar=True, **log)
         self.log("elbo_train", out.elbo.mean(), **log)
-        self.log("kl_weight", w, **log)
+        self.kl_weights.append(w)
         return out.loss
 
     def validation_step(self, batch, batch_idx):
@@ -112,6 +118,9 @@ class History(L.Callback):
     def on_train_epoch_end(self, trainer, plan):
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        weights = getattr(plan, "kl_weights", [])
+        if weights:  # the epoch's mean KL weight, kept on the host by the plan
+            row["kl_weight"] = float(np.mean(weights))
         self.rows.append(row)
 
     def state_dict(self) -> dict:
