@@ -18,6 +18,21 @@ MIN_TRANSFER = 0.75
 MAX_FOSCTTM = 0.1
 
 
+def assert_meets_the_bars(model, mdata) -> None:
+    """The joint latent clusters by type, unpaired cells transfer labels, and paired
+    cells' single-modality embeddings match: the bars above, for any trained model."""
+    status, types = _status(mdata)
+    z = model.get_latent_representation()
+    assert np.isfinite(z).all()
+    assert leiden_sweep(z, types)["ari"] >= MIN_ARI
+    ref, query = status == "rna_only", status == "atac_only"
+    assert label_transfer_accuracy(z[ref], types[ref], z[query], types[query]) >= MIN_TRANSFER
+    paired = status == "paired"
+    zr = model.get_latent_representation(modality="rna")[paired]
+    za = model.get_latent_representation(modality="atac")[paired]
+    assert foscttm(zr, za) <= MAX_FOSCTTM
+
+
 def _status(mdata):
     return mdata.obs["modality"].to_numpy(), mdata.obs["cell_type"].to_numpy()
 

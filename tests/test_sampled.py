@@ -4,12 +4,11 @@ trained with it reaches the simulator's quality bars."""
 import numpy as np
 import pytest
 import torch
-from test_model import MAX_FOSCTTM, MIN_ARI, MIN_TRANSFER
+from test_model import assert_meets_the_bars
 
 import scamort
 from scamort.likelihoods import peak_bernoulli_log_lik
 from scamort.likelihoods.sampled import sampled_peak_bernoulli_log_lik
-from scamort.metrics import foscttm, label_transfer_accuracy, leiden_sweep
 from scamort.nn import SparseRows
 from scamort.nn.decoders import BernoulliDecoder
 
@@ -104,14 +103,5 @@ def test_model_trained_with_sampled_peaks_meets_the_bars(sim_mdata):
     model = scamort.SCAMORT(sim_mdata, seed=0, peak_sampling=0.1)
     assert model.module.decoders["atac"].n_sampled == 300
     model.train(max_epochs=40, seed=0, progress_bar=False)
-    status = sim_mdata.obs["modality"].to_numpy()
-    types = sim_mdata.obs["cell_type"].to_numpy()
-    z = model.get_latent_representation()
-    assert leiden_sweep(z, types)["ari"] >= MIN_ARI
-    ref, query = status == "rna_only", status == "atac_only"
-    assert label_transfer_accuracy(z[ref], types[ref], z[query], types[query]) >= MIN_TRANSFER
-    paired = status == "paired"
-    zr = model.get_latent_representation(modality="rna")[paired]
-    za = model.get_latent_representation(modality="atac")[paired]
-    assert foscttm(zr, za) <= MAX_FOSCTTM
+    assert_meets_the_bars(model, sim_mdata)
     assert np.isfinite(model.history["elbo_validation"]).all()
