@@ -210,8 +210,7 @@ built separately, as they would arrive, and combined with `scamort.combine`.""",
     ("code", FAST),
     (
         "code",
-        """import anndata as ad
-import mudata as md
+        """import mudata as md
 import numpy as np
 import scanpy as sc
 
