@@ -118,11 +118,10 @@ def combine(
         if not pieces:
             continue
         shared = _shared_features(kind, pieces)
+        subset = {}
         for name, a in pieces.items():
             if a.n_vars > len(shared):
                 dropped.setdefault(kind, {})[name] = int(a.n_vars - len(shared))
-        subset = {}
-        for name, a in pieces.items():
             a = a[:, shared].copy()
             a.obs = a.obs.drop(columns=dataset_key, errors="ignore")
             a.obs_names = a.obs_names.astype(str) + suffix(name)
@@ -146,18 +145,17 @@ def combine(
         warnings.simplefilter("ignore", FutureWarning)
         out = md.MuData(mods)
     out.obs = obs.loc[out.obs_names].copy()
-    report = {k: {n: int(v) for n, v in d.items()} for k, d in dropped.items()}
-    if report:
+    if dropped:
         said = "; ".join(
             f"{out_names[k]}: kept {mods[out_names[k]].n_vars} shared features, dropped "
             + ", ".join(f"{v} of {n!r}" for n, v in d.items())
-            for k, d in report.items()
+            for k, d in dropped.items()
         )
         warnings.warn(f"combine: features not measured in every experiment: {said}.", stacklevel=2)
     out.uns["scamort_combine"] = {
         "datasets": list(named),
         "renamed_cells": clash,
-        "dropped_features": report,
+        "dropped_features": dropped,
     }
     return out
 

@@ -94,7 +94,7 @@ def read(path: str | os.PathLike, backed: str | None = None) -> md.MuData | ad.A
     if kind == "10x":
         if backed:
             raise ReadError(path, "10x .h5 files cannot be read backed; convert to .h5mu first.")
-        return read_10x_multiome(path)
+        return _read_10x(path)
     reader = md.read_h5mu if kind == "mudata" else ad.read_h5ad
     return _guarded(path, lambda: reader(path, backed=backed))
 
@@ -108,9 +108,15 @@ def read_10x_multiome(path: str | os.PathLike) -> md.MuData:
     "Peaks" becomes ``atac``. Other feature types (antibody capture, ...) are left out
     with a warning. A file with only one of the two types gives a MuData with that one.
     """
+    if file_kind(path) != "10x":
+        raise ReadError(path, "it is not a 10x matrix (no 'matrix' group).")
+    return _read_10x(path)
+
+
+def _read_10x(path) -> md.MuData:
+    """:func:`read_10x_multiome` on a file already checked by :func:`file_kind`."""
     import scanpy as sc
 
-    file_kind(path)
     adata = _guarded(path, lambda: sc.read_10x_h5(path, gex_only=False))
     if "feature_types" not in adata.var:
         raise ReadError(path, "the 10x matrix has no feature types.")

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..data.setup import Data
+from .values import _decoded_mean
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -65,14 +66,10 @@ def _sampler(model: SCAMORT, modality: str, cells, positions, seed: int, batch_s
             if codes is not None:
                 cov[:, 0] = codes
             dist = model.module.generative(z, cov, modality)
-            out.append(_normalized(dist).float().cpu().numpy())
+            out.append(_decoded_mean(dist).float().cpu().numpy())
         return np.concatenate(out)
 
     return model_fn
-
-
-def _normalized(dist) -> torch.Tensor:
-    return dist.log_mu.exp() if hasattr(dist, "log_mu") else dist.mean
 
 
 def _raw_stats(counts, has, binary: bool):
@@ -163,9 +160,8 @@ def _differential(
     counts = cells.x[modality][positions]
     features = list(model.spec.features[j])
     batches = model.spec.categories[0]
-    if batchid1 is not None or batchid2 is not None:
-        for b in [*(batchid1 or []), *(batchid2 or [])]:
-            model._batch_code(b)  # an unknown batch name is an error naming the batches
+    for b in [*(batchid1 or []), *(batchid2 or [])]:
+        model._batch_code(b)  # an unknown batch name is an error naming the batches
     binary = model.config.likelihoods[modality] == "bernoulli"
     result = _de_core(
         _Registry(table, counts, batches),

@@ -27,13 +27,13 @@ if TYPE_CHECKING:
 CALIBRATION_CELLS = 5000
 
 
-def _design(cells, idx: np.ndarray) -> np.ndarray:
-    """(n, 1 + 2M): intercept, and per modality [has it, has it * log1p(total count)]."""
-    cols = [np.ones(len(idx))]
-    for j, X in enumerate(cells.x.values()):
-        has = cells.mask[idx, j].astype(float)
-        total = np.asarray(X[idx].sum(1)).ravel()
-        cols += [has, has * np.log1p(total)]
+def _design(part) -> np.ndarray:
+    """(n, 1 + 2M) for the cells of ``part``: intercept, and per modality [has it, has it
+    * log1p(total count)]."""
+    cols = [np.ones(part.n_cells)]
+    for j, X in enumerate(part.x.values()):
+        has = part.mask[:, j].astype(float)
+        cols += [has, has * np.log1p(np.asarray(X.sum(1)).ravel())]
     return np.stack(cols, axis=1)
 
 
@@ -58,7 +58,7 @@ def _novelty_calibration(self: SCAMORT, seed: int = 0) -> dict:
     _, elbos = self._latent(
         cells, "joint", pick, True, 1024, 0, 0.05, 1, None, True, seed, "product"
     )
-    design = _design(_cell_subset(cells, pick), np.arange(n))
+    design = _design(_cell_subset(cells, pick))
     y = elbos["elbo_amortized"].to_numpy()
     patterns = _patterns(cells, pick)
     fits = {}
@@ -96,7 +96,7 @@ def get_novelty(
     _, elbos = self._latent(
         cells, "joint", idx, True, batch_size, refine_steps, 0.05, 1, None, True, seed, "product"
     )
-    design = _design(_cell_subset(cells, idx), np.arange(len(idx)))
+    design = _design(_cell_subset(cells, idx))
     patterns = _patterns(cells, idx)
     unknown = sorted(set(patterns) - set(cal))
     if unknown:

@@ -88,6 +88,19 @@ def _surgery(module, old: dict, old_cats, new_cats) -> dict[str, torch.Tensor]:
     return masks
 
 
+def _masked(mask: torch.Tensor):
+    """A gradient hook keeping the entries where ``mask`` is 1; the mask is copied once to
+    each device the gradient shows up on (not every step)."""
+    on = {}
+
+    def hook(g):
+        if g.device not in on:
+            on[g.device] = mask.to(g.device)
+        return g * on[g.device]
+
+    return hook
+
+
 def _freeze(module, masks: dict[str, torch.Tensor]) -> list:
     """Freeze every parameter but the new entries of those in ``masks``."""
     hooks = []
@@ -95,6 +108,5 @@ def _freeze(module, masks: dict[str, torch.Tensor]) -> list:
         trainable = name in masks and not name.startswith("batch_classifier")
         p.requires_grad_(trainable)
         if trainable:
-            mask = masks[name].to(p.device)
-            hooks.append(p.register_hook(lambda g, mask=mask: g * mask.to(g.device)))
+            hooks.append(p.register_hook(_masked(masks[name])))
     return hooks
