@@ -49,8 +49,8 @@ def test_all_columns_give_the_exact_likelihood():
     log_cell = dec.log_size(x)
     open_w = (x.val > 0).float()
     got = sampled_peak_bernoulli_log_lik(
-        h, dec.out.weight, dec.out.bias, dec.region_logit, log_cell, x.row_ids(),
-        x.col.long(), open_w, P, columns=torch.arange(P),
+        h, dec.out.weight, dec.out.bias, dec.region_logit, log_cell, x.crow, x.col,
+        open_w, P, columns=torch.arange(P),
     )  # fmt: skip
     want = peak_bernoulli_log_lik(
         dec.out(h), dec.region_logit, log_cell, x.row_ids(), x.col.long(), open_w
@@ -105,3 +105,29 @@ def test_model_trained_with_sampled_peaks_meets_the_bars(sim_mdata):
     model.train(max_epochs=40, seed=0, progress_bar=False)
     assert_meets_the_bars(model, sim_mdata)
     assert np.isfinite(model.history["elbo_validation"]).all()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5])
+def test_sampled_logits_equal_the_dense_products_and_their_gradients(density):
+    """The sampled columns' and the open entries' logits (a sampled matmul forward, sparse
+    matmuls backward) are the dense product's entries, and their gradients the dense
+    gradients; rows without entries (and a block without any) included."""
+    from scamort.likelihoods.sampled import _SampledLogits
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(7, 40, generator=g) < density
+    mask[2] = False
+    x = SparseRows.from_dense(mask.double())
+    rid, cid = x.row_ids(), x.col.long()
+    h = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(40, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    columns = torch.tensor([3, 17, 0, 39])
+    w = torch.randn(rid.shape[0], generator=g, dtype=torch.float64)
+    ws = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    a_s, a_o = _SampledLogits.apply(h, W, columns, x.crow.long(), cid)
+    dense = h @ W.T
+    torch.testing.assert_close(a_s, dense[:, columns])
+    torch.testing.assert_close(a_o, dense[rid, cid])
+    got = (ws * a_s).sum() + (w * a_o).sum()
+    want = (ws * dense[:, columns]).sum() + (w * dense[rid, cid]).sum()
+    torch.testing.assert_close(torch.autograd.grad(got, [h, W]), torch.autograd.grad(want, [h, W]))

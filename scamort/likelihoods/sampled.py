@@ -12,46 +12,60 @@ matmul on k columns), weighted by the inverse inclusion probability P / k:
 Each closed peak is in S with probability k / P, so the estimate and its gradient are
 unbiased for the exact log-likelihood. The open peaks' logits are computed as dot
 products of the cell's hidden state with the peak's output weights, only for the
-(cell, peak) pairs that are open (:class:`_PairDots`, which keeps no gathered copies).
+(cell, peak) pairs that are open (:class:`_SampledLogits`: sparse matmuls, no gathered copies).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from .bernoulli import _MAX_LOG_P, log1mexp
 
-# (cell, peak) pairs per chunk of the pair dot products: bounds the gathered temporaries.
-_PAIRS_PER_CHUNK = 1 << 16
+def _csr(crow, col, values, size):
+    with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are not
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
-class _PairDots(torch.autograd.Function):
-    """out_i = h[rid_i] . W[cid_i] for a list of pairs, in chunks; the backward pass
-    recomputes the gathers chunk by chunk instead of keeping them."""
+class _SampledLogits(torch.autograd.Function):
+    """The output layer's logits without its bias where they are needed: ``h @ W[S]^T``
+    on the sampled columns S (N, k) and the entries of ``h @ W^T`` at a CSR pattern
+    (crow, col), as a vector in CSR order.
+
+    Forward: one dense matmul on k columns and a sampled dense-dense matmul
+    (``torch.sparse.sampled_addmm``) for the pattern. Backward: dense and sparse-dense
+    matmuls (G^T built by a stable sort of the columns) into one gradient buffer for W:
+    no (pairs x hidden) gathered copy and no second (peaks x hidden) temporary, either of
+    which would cost as much as the dense output layer being replaced."""
 
     @staticmethod
-    def forward(ctx, h, W, rid, cid):
-        out = h.new_empty(rid.shape[0])
-        for s in range(0, rid.shape[0], _PAIRS_PER_CHUNK):
-            e = s + _PAIRS_PER_CHUNK
-            out[s:e] = (h[rid[s:e]] * W[cid[s:e]]).sum(-1)
-        ctx.save_for_backward(h, W, rid, cid)
-        return out
+    def forward(ctx, h, W, columns, crow, col):
+        a_s = h @ W[columns].T
+        pattern = _csr(crow, col, h.new_zeros(col.shape[0]), (h.shape[0], W.shape[0]))
+        a_o = torch.sparse.sampled_addmm(pattern, h, W.T, beta=0.0).values()
+        ctx.save_for_backward(h, W, columns, crow, col)
+        return a_s, a_o
 
     @staticmethod
-    def backward(ctx, g):
-        h, W, rid, cid = ctx.saved_tensors
-        gh = torch.zeros_like(h) if ctx.needs_input_grad[0] else None
-        gW = torch.zeros_like(W) if ctx.needs_input_grad[1] else None
-        for s in range(0, rid.shape[0], _PAIRS_PER_CHUNK):
-            e = s + _PAIRS_PER_CHUNK
-            gs = g[s:e, None]
-            if gh is not None:
-                gh.index_add_(0, rid[s:e], gs * W[cid[s:e]])
-            if gW is not None:
-                gW.index_add_(0, cid[s:e], gs * h[rid[s:e]])
-        return gh, gW, None, None
+    def backward(ctx, g_s, g_o):
+        h, W, columns, crow, col = ctx.saved_tensors
+        n, p = h.shape[0], W.shape[0]
+        g_o = g_o.contiguous()
+        gh = gW = None
+        if ctx.needs_input_grad[0]:
+            gh = torch.addmm(g_s @ W[columns], _csr(crow, col, g_o, (n, p)), W)
+        if ctx.needs_input_grad[1]:
+            gW = torch.zeros_like(W).index_copy_(0, columns, g_s.T @ h)
+            order = torch.argsort(col, stable=True)
+            rows = torch.repeat_interleave(
+                torch.arange(n, device=h.device), crow.diff(), output_size=col.shape[0]
+            )
+            crow_t = torch.searchsorted(col[order], torch.arange(p + 1, device=h.device))
+            gW.addmm_(_csr(crow_t, rows[order], g_o[order], (p, n)), h)
+        return gh, gW, None, None, None
 
 
 def _log_p(a, ls_r, log_cell):
@@ -64,7 +78,7 @@ def sampled_peak_bernoulli_log_lik(
     bias: torch.Tensor,
     region_logit: torch.Tensor,
     log_cell: torch.Tensor,
-    rid: torch.Tensor,
+    crow: torch.Tensor,
     cid: torch.Tensor,
     open_w: torch.Tensor,
     n_sampled: int,
@@ -74,7 +88,7 @@ def sampled_peak_bernoulli_log_lik(
 
     ``h`` (N, H) the decoder's last hidden layer, ``weight`` (P, H) and ``bias`` (P,) its
     output layer, ``region_logit`` (P,), ``log_cell`` (N, 1); the observed entries are
-    (rid, cid) with ``open_w`` 1 where open (0 for a stored zero). ``n_sampled`` closed
+    the CSR pattern (crow, cid) with ``open_w`` 1 where open (0 for a stored zero). ``n_sampled`` closed
     columns are drawn with the global generator unless ``columns`` gives them.
     """
     n_peaks = weight.shape[0]
@@ -85,11 +99,16 @@ def sampled_peak_bernoulli_log_lik(
     ls_r = F.logsigmoid(region_logit.float())
     log_cell = log_cell.float()
     # the sampled columns, all cells: sum of log(1 - p)
-    a_s = torch.addmm(bias[columns], h, weight[columns].T)
+    crow, cid = crow.long(), cid.long()
+    a_s, a_o = _SampledLogits.apply(h, weight, columns, crow, cid)
+    a_s, a_o = a_s + bias[columns], a_o + bias.index_select(0, cid)
     closed = log1mexp(_log_p(a_s, ls_r[columns], log_cell)).sum(1)
     # the open entries: + log p, and - log(1 - p) where the column was sampled
-    a_o = _PairDots.apply(h, weight, rid, cid) + bias[cid]
-    lp_o = _log_p(a_o, ls_r[cid], log_cell[rid, 0])
+    rid = torch.repeat_interleave(
+        torch.arange(h.shape[0], device=h.device), crow.diff(), output_size=cid.shape[0]
+    )
+    # index_select, not [cid]: its backward is an index_add, not a sorting index_put
+    lp_o = _log_p(a_o, ls_r.index_select(0, cid), log_cell[:, 0].index_select(0, rid))
     sampled = torch.zeros(n_peaks, dtype=torch.bool, device=h.device)
     sampled[columns] = True
     in_s = sampled[cid].to(lp_o.dtype)

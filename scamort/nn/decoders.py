@@ -125,13 +125,13 @@ class BernoulliDecoder(_Decoder):
 
     def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
         h = self.body(z, cov)
-        rid, cid = x.row_ids(), x.col.long()
         if self.training and self.n_sampled is not None:
             open_w = (x.val > 0).float()
             return sampled_peak_bernoulli_log_lik(
-                h, self.out.weight, self.out.bias, self.region_logit, log_size, rid, cid,
+                h, self.out.weight, self.out.bias, self.region_logit, log_size, x.crow, x.col,
                 open_w, self.n_sampled,
             )  # fmt: skip
+        rid, cid = x.row_ids(), x.col.long()
         logits = self.out(h)
         open_w = (x.val > 0).to(logits.dtype)
         return peak_bernoulli_log_lik(logits, self.region_logit, log_size, rid, cid, open_w)
