@@ -7,12 +7,17 @@ count (the truth for imputation), ``split`` the MuData the models see, whose
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import pandas as pd
 
-DESIGNS = ("snare_thirds", "snare_paired", "snare_libraries", "sim10k")
+DESIGNS = (
+    "snare_thirds", "snare_paired", "snare_libraries", "sim10k", "sim5k_p100k", "sim5k_p250k"
+)  # fmt: skip
+# sim<cells>k_p<peaks>k: the simulator at realistic peak counts, thirds split, 2 batches
+_SIM_PEAKS = re.compile(r"sim(\d+)k_p(\d+)k")
 STATUS = ["paired", "rna_only", "atac_only"]
 
 
@@ -26,6 +31,16 @@ def load(dataset: str, seed: int):
             n_cells=10_000,
             n_genes=2_000,
             n_peaks=10_000,
+            n_cell_types=10,
+            frac_paired=1.0,
+            frac_rna_only=0.0,
+            seed=seed,
+        )
+    elif m := _SIM_PEAKS.fullmatch(dataset):
+        full = scamort.datasets.simulate_multiome(
+            n_cells=int(m.group(1)) * 1000,
+            n_genes=2_000,
+            n_peaks=int(m.group(2)) * 1000,
             n_cell_types=10,
             frac_paired=1.0,
             frac_rna_only=0.0,

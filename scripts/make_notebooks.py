@@ -8,6 +8,7 @@ Edit the sources here, not the .ipynb files; the notebooks are executed by the d
 from pathlib import Path
 
 import nbformat as nbf
+from tutorial_analysis import ANALYSIS
 
 FAST = """import os
 import warnings
@@ -374,3 +375,4 @@ if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent / "notebooks"
     write(QUICKSTART, root / "quickstart.ipynb")
     write(INTEGRATION, root / "integration.ipynb")
+    write(ANALYSIS, root / "analysis.ipynb")

@@ -26,7 +26,7 @@ def test_docs_build_and_tutorials_run(tmp_path):
     for page in ("index", "install", "quickstart", "concepts", "cli", "benchmarks"):
         assert (html / f"{page}.html").exists(), page
     # the tutorials ran: their pages hold executed outputs, among them figures
-    for nb in ("quickstart", "integration"):
+    for nb in ("quickstart", "integration", "analysis"):
         text = (html / "tutorials" / f"{nb}.html").read_text()
         assert text.count('class="cell_output') >= 6, nb
         assert "<img" in text, nb

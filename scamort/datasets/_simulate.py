@@ -99,14 +99,15 @@ def true_profiles(z, cell_type, genes, peaks) -> tuple[pd.DataFrame, pd.DataFram
     out = []
     for (weights, base, _), link in ((genes, "softmax"), (peaks, "sigmoid")):
         sums = np.zeros((len(types), weights.shape[1]))
-        for start in range(0, len(z), _BLOCK):
-            logits = z[start : start + _BLOCK] @ weights + base
+        block = _block_size(weights.shape[1])
+        for start in range(0, len(z), block):
+            logits = z[start : start + block] @ weights + base
             if link == "softmax":
                 v = np.exp(logits - logits.max(1, keepdims=True))
                 v /= v.sum(1, keepdims=True)
             else:
                 v = 1.0 / (1.0 + np.exp(-logits))
-            t = np.searchsorted(types, cell_type[start : start + _BLOCK])
+            t = np.searchsorted(types, cell_type[start : start + block])
             np.add.at(sums, t, v)
         means = sums / np.bincount(np.searchsorted(types, cell_type))[:, None]
         out.append(pd.DataFrame(means.T, columns=[f"type_{t}" for t in types]))
@@ -146,12 +147,13 @@ def _blocks(
         for weights, _, _ in (genes, peaks):
             silent = rng.random(weights.shape[1]) >= frac_informative
             weights[:, silent] = 0.0
-    children = np.random.SeedSequence(seed).spawn(-(-n_cells // _BLOCK))
+    block = _block_size(max(n_genes, n_peaks))
+    children = np.random.SeedSequence(seed).spawn(-(-n_cells // block))
     loadings = (genes, peaks)
     blocks = (
         _cells(
             np.random.default_rng(child),
-            min(_BLOCK, n_cells - start),
+            min(block, n_cells - start),
             centres,
             genes,
             peaks,
@@ -159,7 +161,7 @@ def _blocks(
             rna_library,
             (frac_paired, frac_rna_only),
         )
-        for start, child in zip(range(0, n_cells, _BLOCK), children)
+        for start, child in zip(range(0, n_cells, block), children)
     )
     return rng, blocks, loadings
 
@@ -180,6 +182,13 @@ def _obs(cell_type, batch, status) -> pd.DataFrame:
 
 
 _BLOCK = 4096
+# Dense entries per block (cells x features): 4,096 cells up to 25,000 features, fewer
+# cells per block beyond, so that 250k peaks simulate in a few GB.
+_BLOCK_ENTRIES = 4096 * 25_000
+
+
+def _block_size(n_features: int) -> int:
+    return max(1, min(_BLOCK, _BLOCK_ENTRIES // max(n_features, 1)))
 
 
 def _loadings(rng, n_latent, n_features, scale, offset, spread, n_batches, batch_effect):

@@ -58,13 +58,13 @@ class _SampledLogits(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gh = torch.addmm(g_s @ W[columns], _csr(crow, col, g_o, (n, p)), W)
         if ctx.needs_input_grad[1]:
-            gW = torch.zeros_like(W).index_copy_(0, columns, g_s.T @ h)
             order = torch.argsort(col, stable=True)
             rows = torch.repeat_interleave(
                 torch.arange(n, device=h.device), crow.diff(), output_size=col.shape[0]
             )
             crow_t = torch.searchsorted(col[order], torch.arange(p + 1, device=h.device))
-            gW.addmm_(_csr(crow_t, rows[order], g_o[order], (p, n)), h)
+            gW = _csr(crow_t, rows[order], g_o[order], (p, n)) @ h
+            gW.index_add_(0, columns, g_s.T @ h)
         return gh, gW, None, None, None
 
 
