@@ -130,3 +130,15 @@ def test_fit_backed_writes_into_the_input_and_checkpoints(tiny_mdata, tmp_path, 
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "o.h5mu")]) == 2
     assert "either --out" in capsys.readouterr().err
+
+
+def test_peak_sampling_option(tiny_mdata, tmp_path, capsys):
+    src, out = tmp_path / "in.h5mu", tmp_path / "o.h5mu"
+    tiny_mdata.write(src)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", str(src), "--out", str(out), "--peak-sampling", "half"])
+    assert stop.value.code == 2
+    assert "expected none or a number > 0, got 'half'" in capsys.readouterr().err
+    args = ["fit", str(src), "--out", str(out), "--epochs", "1", "--no-progress"]
+    assert main([*args, "--peak-sampling", "20", "--batch-key", "batch"]) == 0
+    assert md.read_h5mu(out).obsm["X_scamort"].shape[0] == tiny_mdata.n_obs

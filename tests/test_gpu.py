@@ -63,14 +63,16 @@ def test_refinement_on_gpu_matches_cpu(tiny_mdata):
 
 
 @pytest.mark.gpu
-def test_a_training_step_makes_no_host_device_synchronisation(tiny_mdata):
+@pytest.mark.parametrize("peak_sampling", [None, 16])
+def test_a_training_step_makes_no_host_device_synchronisation(tiny_mdata, peak_sampling):
     """Gather, loss, backward and the fused AdamW step under CUDA's sync debug mode, which
     raises on any call that makes the host wait for the device (.item(), a blocking copy,
-    nonzero...). The CPU twin of this test runs the same step on the meta device."""
+    nonzero...), with the exact and the sampled peak likelihood. The CPU twin of this
+    test runs the same step on the meta device."""
     import torch
 
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
-    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, peak_sampling=peak_sampling)
     module = model.module.to("cuda")
     store = model._cells.tensors.to("cuda")
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3, fused=True)

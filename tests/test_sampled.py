@@ -58,8 +58,19 @@ def test_all_columns_give_the_exact_likelihood():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
-def test_estimate_and_gradients_are_unbiased():
-    """Over 2,000 draws of 30 of the 300 columns, the mean estimate equals the exact
+def _importance(k):
+    """Inclusion probabilities from skewed open fractions, some columns taken surely."""
+    from scamort.likelihoods.sampled import inclusion_probabilities
+
+    frequency = torch.rand(P, generator=torch.Generator().manual_seed(1)) ** 4
+    frequency[:3] = 50.0
+    return inclusion_probabilities(frequency, k)
+
+
+@pytest.mark.parametrize("draw", ["uniform", "importance"])
+def test_estimate_and_gradients_are_unbiased(draw):
+    """Over 2,000 draws of 30 of the 300 columns (uniform: the model's draw; importance:
+    systematic sampling with unequal probabilities), the mean estimate equals the exact
     log-likelihood within 4 standard errors per cell, and so does the mean gradient with
     respect to the latent and to the output weights (within 4 standard errors per
     entry, with a floor for entries whose spread is ~0)."""
@@ -68,10 +79,20 @@ def test_estimate_and_gradients_are_unbiased():
     z = torch.randn(N, D, generator=g).requires_grad_(True)
     exact = _exact(dec, z, x)
     gz_exact, gw_exact = torch.autograd.grad(exact.sum(), [z, dec.out.weight])
+    inclusion = _importance(30) if draw == "importance" else None
+
+    def estimate():
+        if inclusion is None:
+            return dec.log_prob(z, None, dec.log_size(x), None, x)
+        return sampled_peak_bernoulli_log_lik(
+            dec.body(z, None), dec.out.weight, dec.out.bias, dec.region_logit,
+            dec.log_size(x), x.crow, x.col, (x.val > 0).float(), 30, inclusion=inclusion,
+        )  # fmt: skip
+
     torch.manual_seed(1)
     values, gz, gw = [], [], []
     for _ in range(2000):
-        est = dec.log_prob(z, None, dec.log_size(x), None, x)
+        est = estimate()
         a, b = torch.autograd.grad(est.sum(), [z, dec.out.weight])
         values.append(est.detach())
         gz.append(a)
@@ -82,6 +103,27 @@ def test_estimate_and_gradients_are_unbiased():
         err = (s.mean(0) - want).abs()
         assert (err <= 4 * se + 1e-4 * (1 + want.abs())).float().mean() > 0.99
         assert (s.std(0) > 0).any()  # really sampled
+
+
+def test_importance_draws_include_each_column_with_its_probability():
+    """The inclusion probabilities sum to k, stay in (0, 1], give no column less than half
+    the uniform draw's k / P, and systematic sampling includes each column with exactly
+    that probability (over 20,000 draws, within 4 standard errors), k distinct columns."""
+    from scamort.likelihoods.sampled import systematic_columns
+
+    pi = _importance(30)
+    assert abs(float(pi.sum()) - 30) < 1e-4 and float(pi.max()) <= 1.0
+    assert (pi[:3] == 1.0).all() and float(pi.min()) >= 0.5 * 30 / P - 1e-7
+    cum = torch.cumsum(pi.double(), 0)
+    torch.manual_seed(0)
+    counts = torch.zeros(P)
+    for _ in range(20_000):
+        cols = systematic_columns(cum, 30)
+        assert cols.unique().numel() == 30
+        counts[cols] += 1
+    freq = counts / 20_000
+    se = (pi * (1 - pi) / 20_000).sqrt()
+    assert ((freq - pi).abs() <= 4 * se + 1e-3).float().mean() > 0.99
 
 
 def test_evaluation_mode_stays_exact():

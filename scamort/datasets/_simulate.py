@@ -28,6 +28,7 @@ def simulate_multiome(
     rna_library: float = 60.0,
     seed: int = 0,
     frac_informative: float = 1.0,
+    separate_experiments: bool = False,
 ) -> md.MuData:
     """Simulate RNA + ATAC counts from a shared latent space.
 
@@ -45,6 +46,13 @@ def simulate_multiome(
     with no count in a modality it has receives one at a random feature (such a cell
     could not be embedded from that modality); a feature may have no counts at all, as
     in real data.
+
+    ``separate_experiments=True`` simulates separate experiments instead of one: batch b
+    is a paired experiment when b % 3 == 0, an RNA-only one when b % 3 == 1 and an
+    ATAC-only one when b % 3 == 2 (``frac_paired`` and ``frac_rna_only`` do not apply;
+    needs ``n_batches >= 3``), so modality status is confounded with batch; each batch
+    has its own cell-type proportions (Dirichlet(2)) and each experiment its own batch
+    effect size (the batch shifts of its batches scaled by a log-normal factor, sd 0.5).
 
     Returns
     -------
@@ -68,6 +76,7 @@ def simulate_multiome(
         rna_library,
         seed,
         frac_informative,
+        separate_experiments,
     )
     parts = list(blocks)
     cell_type, batch, status, z = (np.concatenate([p[k] for p in parts]) for k in range(4))
@@ -127,6 +136,7 @@ def _blocks(
     rna_library,
     seed,
     frac_informative=1.0,
+    separate_experiments=False,
 ):
     """The shared generator, an iterator over blocks of cells (type, batch, status,
     latent, RNA CSR, ATAC CSR) and the (gene, peak) loadings, each block from its own
@@ -148,6 +158,18 @@ def _blocks(
             silent = rng.random(weights.shape[1]) >= frac_informative
             weights[:, silent] = 0.0
     block = _block_size(max(n_genes, n_peaks))
+    design = None
+    if separate_experiments:  # drawn last: the default stream is unchanged
+        if n_batches < 3:
+            raise ValueError(
+                "separate_experiments needs n_batches >= 3 (a paired, an RNA-only and an "
+                f"ATAC-only experiment), got n_batches={n_batches}."
+            )
+        proportions = rng.dirichlet(np.full(n_cell_types, 2.0), size=n_batches)
+        effect = np.exp(rng.normal(0.0, 0.5, size=3))[np.arange(n_batches) % 3]
+        for _, _, shift in (genes, peaks):
+            shift *= effect[:, None]
+        design = proportions
     children = np.random.SeedSequence(seed).spawn(-(-n_cells // block))
     loadings = (genes, peaks)
     blocks = (
@@ -160,6 +182,7 @@ def _blocks(
             n_batches,
             rna_library,
             (frac_paired, frac_rna_only),
+            design,
         )
         for start, child in zip(range(0, n_cells, block), children)
     )
@@ -199,10 +222,19 @@ def _loadings(rng, n_latent, n_features, scale, offset, spread, n_batches, batch
     return weights, base, shift
 
 
-def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs):
-    """One block of n cells: types, batches, status, latent, RNA and ATAC (CSR int32)."""
-    cell_type = rng.integers(centres.shape[0], size=n)
-    batch = rng.integers(n_batches, size=n)
+_STATUS = np.array(["paired", "rna_only", "atac_only"])
+
+
+def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs, proportions=None):
+    """One block of n cells: types, batches, status, latent, RNA and ATAC (CSR int32).
+    ``proportions`` (batches x types): separate experiments, status set by the batch."""
+    if proportions is None:
+        cell_type = rng.integers(centres.shape[0], size=n)
+        batch = rng.integers(n_batches, size=n)
+    else:
+        batch = rng.integers(n_batches, size=n)
+        cum = proportions.cumsum(1)[batch]
+        cell_type = np.minimum((rng.random((n, 1)) > cum).sum(1), centres.shape[0] - 1)
     z = centres[cell_type] + rng.normal(0.0, 0.5, size=(n, centres.shape[1]))
 
     weights, base, shift = genes
@@ -217,7 +249,10 @@ def _cells(rng, n, centres, genes, peaks, n_batches, rna_library, fracs):
     p = rng.beta(5.0, 2.0, size=(n, 1)) / (1.0 + np.exp(-logits))
     atac = ((rng.random(p.shape) < p) * (1 + (rng.random(p.shape) < 0.05))).astype(np.int32)
 
-    status = rng.choice(["paired", "rna_only", "atac_only"], size=n, p=[*fracs, 1 - sum(fracs)])
+    if proportions is None:
+        status = rng.choice(_STATUS, size=n, p=[*fracs, 1 - sum(fracs)])
+    else:
+        status = _STATUS[batch % 3]
     # a cell with no count in a modality it has gets one, at a random feature
     for counts, has in ((rna, status != "atac_only"), (atac, status != "rna_only")):
         empty = np.flatnonzero(has & (counts.sum(1) == 0))
@@ -247,7 +282,7 @@ def write_simulated_multiome(
 ) -> Path:
     """:func:`simulate_multiome` written to an ``.h5mu`` file block by block.
 
-    The count matrices are appended to the file one block of 4,096 cells at a time, so
+    The count matrices are appended to the file one block of cells at a time, so
     memory stays at one block whatever ``n_cells`` is (only the per-cell table is held).
     The file holds the same data as ``simulate_multiome`` with the same arguments; read it
     with ``mudata.read_h5mu(path, backed=True)`` to fit it from disk. The file appears

@@ -33,22 +33,6 @@ from .registry import _registered
 _LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
 
 
-# peak_sampling="auto": peak sets of at least MIN_PEAKS are trained with the closed
-# peaks scored on COLUMNS sampled columns per minibatch (see docs/speed.md for the
-# measurements behind both numbers); smaller ones exactly.
-AUTO_PEAK_SAMPLING = {"min_peaks": 20_000, "columns": 2048}
-
-
-def _resolve_peak_sampling(peak_sampling, spec, chosen) -> float | None:
-    if peak_sampling != "auto":
-        return peak_sampling
-    for kind, features in zip(spec.kinds, spec.features):
-        if kind == "atac" and chosen["atac"] == "bernoulli":
-            if len(features) >= AUTO_PEAK_SAMPLING["min_peaks"]:
-                return float(AUTO_PEAK_SAMPLING["columns"])
-    return None
-
-
 def _paired_fraction(mask: np.ndarray) -> float:
     """The fraction of cells that have every registered modality (0 with one modality)."""
     if mask.shape[1] < 2:
@@ -105,8 +89,9 @@ class SCAMORT:
         and the closed ones on a random ``peak_sampling`` fraction (< 1) or number (>= 1)
         of the peak columns per minibatch, weighted by the inverse inclusion probability
         (reconstruction sampling: unbiased, and a training step's ATAC cost grows with
-        the open peaks). ``None``: every column. ``"auto"`` (default): 2,048 columns when
-        the data have at least 20,000 peaks, else every column. Validation,
+        the open peaks). ``None`` (default): every column; the sampled likelihood is
+        faster per epoch but loses integration quality at a fixed number of epochs (see
+        docs/speed.md), so it is not the default. Validation,
         :meth:`get_elbo`, :meth:`get_gaps`, refinement and every result use the exact
         likelihood.
     seed
@@ -130,7 +115,7 @@ class SCAMORT:
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
         cell_factor_hidden: int | None = None,
-        peak_sampling: float | Literal["auto"] | None = "auto",
+        peak_sampling: float | None = None,
         seed: int = 0,
     ):
         spec, cells = _registered(data)
@@ -156,7 +141,7 @@ class SCAMORT:
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
             cell_factor_hidden=cell_factor_hidden,
-            peak_sampling=_resolve_peak_sampling(peak_sampling, spec, chosen),
+            peak_sampling=peak_sampling,
         )
         self._init(data, spec, cells, config, seed)
         for m in self.module._tfidf_modalities():
