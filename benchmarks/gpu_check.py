@@ -229,20 +229,24 @@ def train_rate(mdata, steps: tuple[int, int], precision: str, elbo_cells: int, *
         _sync()
         seconds.append(time.perf_counter() - t)
     per_step = (seconds[1] - seconds[0]) / (steps[1] - steps[0])
+    cancelled = per_step > 0
+    if not cancelled:  # timing noise larger than the extra steps (tiny smoke sizes)
+        per_step = seconds[1] / steps[1]
     out = {
         "cells": mdata.n_obs,
         "peaks": mdata["atac"].n_vars,
         "precision": precision,
         "peaks scored": options.get("peak_sampling") or "all",
-        "cells/s": BATCH / per_step if per_step > 0 else None,
+        "cells/s": BATCH / per_step,
         "s per step": per_step,
+        "start-up cancelled": cancelled,
         "peak device GB": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
     }
     cells = np.arange(min(elbo_cells, mdata.n_obs))
     out["ELBO (mean)"] = float(np.mean(model.get_elbo(indices=cells)))
     dec, total = _decoder_flops(model)
     out["decoder FLOP share"] = dec / total if total else None
-    out["decoder TFLOP/s"] = dec * out["cells/s"] / 1e12 if out["cells/s"] else None
+    out["decoder TFLOP/s"] = dec * out["cells/s"] / 1e12
     return out, model
 
 
