@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 DESIGNS = (
-    "snare_thirds", "snare_paired", "snare_libraries", "sim10k", "sim5k_p100k", "sim5k_p250k"
+    "snare_thirds", "snare_paired", "snare_libraries", "sim10k", "sim_experiments",
+    "sim5k_p100k", "sim5k_p250k",
 )  # fmt: skip
 # sim<cells>k_p<peaks>k: the simulator at realistic peak counts, thirds split, 2 batches
 _SIM_PEAKS = re.compile(r"sim(\d+)k_p(\d+)k")
@@ -36,6 +37,19 @@ def load(dataset: str, seed: int):
             frac_rna_only=0.0,
             seed=seed,
         )
+    elif dataset == "sim_experiments":
+        full = scamort.datasets.simulate_multiome(
+            n_cells=6_000,
+            n_genes=2_000,
+            n_peaks=10_000,
+            n_cell_types=10,
+            n_batches=6,
+            separate_experiments=True,
+            keep_hidden=True,
+            seed=seed,
+        )
+        blocks = {s: [f"batch_{b}" for b in range(i, 6, 3)] for i, s in enumerate(STATUS)}
+        return full, experiments_split(full, blocks), "cell_type"
     elif m := _SIM_PEAKS.fullmatch(dataset):
         full = scamort.datasets.simulate_multiome(
             n_cells=int(m.group(1)) * 1000,
@@ -49,7 +63,8 @@ def load(dataset: str, seed: int):
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DESIGNS}")
     if dataset == "snare_libraries":
-        return full, libraries_split(full, seed), "cell_type"
+        blocks = library_blocks(full.obs["batch"].unique(), seed)
+        return full, experiments_split(full, blocks), "cell_type"
     frac = (0.0, 0.0) if dataset == "snare_paired" else (1 / 3, 1 / 3)
     split = scamort.datasets.unpair(full, *frac, seed=seed)
     return full, split, "cell_type"
@@ -63,16 +78,17 @@ def library_blocks(libraries, seed: int) -> dict[str, list[str]]:
     return {s: sorted(order[i * k : (i + 1) * k].tolist()) for i, s in enumerate(STATUS)}
 
 
-def libraries_split(full, seed: int):
-    """``snare_libraries``: three separate experiments built from whole libraries, as a
-    user would have them (a paired MuData, an RNA AnnData, an ATAC AnnData), put
-    together by :func:`scamort.combine`. Modality status is confounded with library."""
+def experiments_split(full, blocks: dict[str, list[str]]):
+    """Three separate experiments built from whole batches (``blocks``: status -> the
+    batches of that experiment), as a user would have them (a paired MuData, an RNA
+    AnnData, an ATAC AnnData), put together by :func:`scamort.combine`. Modality status is
+    confounded with batch. ``snare_libraries`` deals SNARE-seq's libraries this way;
+    ``sim_experiments`` the simulator's separate experiments (two batches each)."""
     import mudata as md
 
     import scamort
 
-    blocks = library_blocks(full.obs["batch"].unique(), seed)
-    obs = full.obs[["batch", "cell_type", "cell_type_coarse"]]
+    obs = full.obs.drop(columns=["modality"], errors="ignore")
 
     def part(modality: str, status: str):
         cells = full.obs_names[full.obs["batch"].isin(blocks[status]).to_numpy()]
@@ -89,5 +105,5 @@ def libraries_split(full, seed: int):
         }
         split = scamort.combine(experiments, modalities={"rna_only": "rna", "atac_only": "atac"})
     split.obs["modality"] = pd.Categorical(split.obs["dataset"].astype(str), categories=STATUS)
-    split.uns["library_blocks"] = blocks
+    split.uns["blocks"] = blocks
     return split

@@ -17,6 +17,10 @@ Data sets (every model sees exactly the same cells, features and counts):
   into a paired experiment, an RNA-only one and an ATAC-only one (four libraries each),
   put together by ``scamort.combine`` (benchmarks/designs.py). Also scored: library
   mixing within each experiment (``iLISI batch within blocks``).
+- ``sim_experiments``: the simulator's separate experiments (6,000 cells, 2,000 genes x
+  10,000 peaks, 10 types, 6 batches: batches 0 and 3 a paired experiment, 1 and 4
+  RNA-only, 2 and 5 ATAC-only; each batch its own type proportions, each experiment its
+  own batch-effect size), combined like ``snare_libraries``.
 - ``sim10k``: ``scamort.datasets.simulate_multiome`` at 10,000 cells (2,000 genes x
   10,000 peaks, 10 types, 2 batches), split into thirds the same way.
 

@@ -166,7 +166,7 @@ def test_sampled_logits_equal_the_dense_products_and_their_gradients(density):
     columns = torch.tensor([3, 17, 0, 39])
     w = torch.randn(rid.shape[0], generator=g, dtype=torch.float64)
     ws = torch.randn(7, 4, generator=g, dtype=torch.float64)
-    a_s, a_o = _SampledLogits.apply(h, W, columns, x.crow.long(), cid)
+    a_s, a_o = _SampledLogits.apply(h, W, columns, x.crow.long(), cid, rid.long())
     dense = h @ W.T
     torch.testing.assert_close(a_s, dense[:, columns])
     torch.testing.assert_close(a_o, dense[rid, cid])

@@ -28,6 +28,22 @@ def test_status_is_set_by_the_batch_and_proportions_differ(experiments):
         scamort.datasets.simulate_multiome(n_cells=50, n_batches=2, separate_experiments=True)
 
 
+def test_keep_hidden_returns_the_hidden_profiles_of_the_same_draw(experiments):
+    """With ``keep_hidden`` every cell has both profiles; the measured ones, the status
+    and the truth are those of the default draw (the hidden ones can score imputation)."""
+    full = scamort.datasets.simulate_multiome(
+        n_cells=1800, n_genes=500, n_peaks=3000, n_batches=6, seed=0,
+        separate_experiments=True, keep_hidden=True,
+    )  # fmt: skip
+    assert full["rna"].n_obs == full["atac"].n_obs == full.n_obs == experiments.n_obs
+    pd.testing.assert_frame_equal(full.obs, experiments.obs.loc[full.obs_names])
+    for m in ("rna", "atac"):
+        seen = experiments[m]
+        assert (full[m][seen.obs_names].X != seen.X).nnz == 0
+        hidden = full.obs_names.difference(seen.obs_names)
+        assert len(hidden) > 0 and full[m][hidden].X.sum() > 0
+
+
 def test_scamort_integrates_separate_experiments(experiments):
     """The bars of test_model.py (clusters, RNA-only -> ATAC-only label transfer across
     experiments, paired cells' single-modality embeddings) hold when status and batch

@@ -29,6 +29,7 @@ def simulate_multiome(
     seed: int = 0,
     frac_informative: float = 1.0,
     separate_experiments: bool = False,
+    keep_hidden: bool = False,
 ) -> md.MuData:
     """Simulate RNA + ATAC counts from a shared latent space.
 
@@ -53,6 +54,10 @@ def simulate_multiome(
     needs ``n_batches >= 3``), so modality status is confounded with batch; each batch
     has its own cell-type proportions (Dirichlet(2)) and each experiment its own batch
     effect size (the batch shifts of its batches scaled by a log-normal factor, sd 0.5).
+
+    ``keep_hidden=True`` keeps both profiles of every cell (the counts its status would
+    hide, e.g. to score imputation against them); ``obs["modality"]`` still holds the
+    status, and the same cells, counts and truth are drawn as with ``False``.
 
     Returns
     -------
@@ -85,6 +90,8 @@ def simulate_multiome(
     obs = _obs(cell_type, batch, status)
     names = obs.index
     has_rna, has_atac = status != "atac_only", status != "rna_only"
+    if keep_hidden:
+        has_rna = has_atac = np.ones(len(status), dtype=bool)
     mods = {
         "rna": _anndata(rna[has_rna], obs[has_rna], _names("gene", n_genes)),
         "atac": _anndata(atac[has_atac], obs[has_atac], _names("peak", n_peaks)),
@@ -165,11 +172,10 @@ def _blocks(
                 "separate_experiments needs n_batches >= 3 (a paired, an RNA-only and an "
                 f"ATAC-only experiment), got n_batches={n_batches}."
             )
-        proportions = rng.dirichlet(np.full(n_cell_types, 2.0), size=n_batches)
+        design = rng.dirichlet(np.full(n_cell_types, 2.0), size=n_batches)
         effect = np.exp(rng.normal(0.0, 0.5, size=3))[np.arange(n_batches) % 3]
         for _, _, shift in (genes, peaks):
             shift *= effect[:, None]
-        design = proportions
     children = np.random.SeedSequence(seed).spawn(-(-n_cells // block))
     loadings = (genes, peaks)
     blocks = (

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .bernoulli import _MAX_LOG_P, log1mexp
 
+
 def _csr(crow, col, values, size):
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are not
         warnings.simplefilter("ignore", UserWarning)
@@ -39,7 +40,7 @@ def _csr(crow, col, values, size):
 class _SampledLogits(torch.autograd.Function):
     """The output layer's logits without its bias where they are needed: ``h @ W[S]^T``
     on the sampled columns S (N, k) and the entries of ``h @ W^T`` at a CSR pattern
-    (crow, col), as a vector in CSR order.
+    (crow, col; ``row`` the row of each entry), as a vector in CSR order.
 
     Forward: one dense matmul on k columns and a sampled dense-dense matmul
     (``torch.sparse.sampled_addmm``) for the pattern. Backward: dense and sparse-dense
@@ -48,16 +49,16 @@ class _SampledLogits(torch.autograd.Function):
     which would cost as much as the dense output layer being replaced."""
 
     @staticmethod
-    def forward(ctx, h, W, columns, crow, col):
+    def forward(ctx, h, W, columns, crow, col, row):
         a_s = h @ W[columns].T
         pattern = _csr(crow, col, h.new_zeros(col.shape[0]), (h.shape[0], W.shape[0]))
         a_o = torch.sparse.sampled_addmm(pattern, h, W.T, beta=0.0).values()
-        ctx.save_for_backward(h, W, columns, crow, col)
+        ctx.save_for_backward(h, W, columns, crow, col, row)
         return a_s, a_o
 
     @staticmethod
     def backward(ctx, g_s, g_o):
-        h, W, columns, crow, col = ctx.saved_tensors
+        h, W, columns, crow, col, row = ctx.saved_tensors
         n, p = h.shape[0], W.shape[0]
         g_o = g_o.contiguous()
         gh = gW = None
@@ -65,13 +66,10 @@ class _SampledLogits(torch.autograd.Function):
             gh = torch.addmm(g_s @ W[columns], _csr(crow, col, g_o, (n, p)), W)
         if ctx.needs_input_grad[1]:
             order = torch.argsort(col, stable=True)
-            rows = torch.repeat_interleave(
-                torch.arange(n, device=h.device), crow.diff(), output_size=col.shape[0]
-            )
             crow_t = torch.searchsorted(col[order], torch.arange(p + 1, device=h.device))
-            gW = _csr(crow_t, rows[order], g_o[order], (p, n)) @ h
+            gW = _csr(crow_t, row[order], g_o[order], (p, n)) @ h
             gW.index_add_(0, columns, g_s.T @ h)
-        return gh, gW, None, None, None
+        return gh, gW, None, None, None, None
 
 
 def _log_p(a, ls_r, log_cell):
@@ -150,13 +148,13 @@ def sampled_peak_bernoulli_log_lik(
     log_cell = log_cell.float()
     # the sampled columns, all cells: sum of w log(1 - p)
     crow, cid = crow.long(), cid.long()
-    a_s, a_o = _SampledLogits.apply(h, weight, columns, crow, cid)
-    a_s, a_o = a_s + bias[columns], a_o + bias.index_select(0, cid)
-    closed = (log1mexp(_log_p(a_s, ls_r[columns], log_cell)) * col_w).sum(1)
-    # the open entries: + log p, and - w log(1 - p) where the column was sampled
     rid = torch.repeat_interleave(
         torch.arange(h.shape[0], device=h.device), crow.diff(), output_size=cid.shape[0]
     )
+    a_s, a_o = _SampledLogits.apply(h, weight, columns, crow, cid, rid)
+    a_s, a_o = a_s + bias[columns], a_o + bias.index_select(0, cid)
+    closed = (log1mexp(_log_p(a_s, ls_r[columns], log_cell)) * col_w).sum(1)
+    # the open entries: + log p, and - w log(1 - p) where the column was sampled
     # index_select, not [cid]: its backward is an index_add, not a sorting index_put
     lp_o = _log_p(a_o, ls_r.index_select(0, cid), log_cell[:, 0].index_select(0, rid))
     w_of_col = torch.zeros(n_peaks, device=h.device).index_copy_(0, columns, col_w)
