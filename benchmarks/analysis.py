@@ -145,6 +145,7 @@ def markers(seed: int = 0) -> list[dict]:
     model = scamort.SCAMORT(mdata, seed=seed)
     model.train(progress_bar=False, seed=seed)
     de = model.differential_expression(groupby="cell_type_coarse", delta=0.5)
+    observed = _observed_markers(mdata, "cell_type_coarse")
     rows = []
     for group, genes in MARKERS.items():
         table = de[de["group1"] == group].sort_values("proba_de", ascending=False)
@@ -163,9 +164,37 @@ def markers(seed: int = 0) -> list[dict]:
                     "called (5% FDR)": bool(
                         de[(de["group1"] == group)].loc[gene, "is_de_fdr_0.05"]
                     ),
+                    **observed(group, gene),
                 }
             )
     return rows
+
+
+def _observed_markers(mdata, groupby: str):
+    """What the measured counts say of a gene in a group against the rest: the group's
+    cells (with RNA), the log2 ratio of the mean normalized expression (counts per 10k,
+    0.01 added) and the fraction of cells detecting it, in and out of the group."""
+    import scipy.sparse as sp
+
+    rna = mdata["rna"]
+    x = sp.csr_matrix(rna.X, dtype=np.float64)
+    norm = sp.diags(1e4 / np.maximum(np.asarray(x.sum(1)).ravel(), 1)) @ x
+    groups = mdata.obs.loc[rna.obs_names, groupby].astype(str).to_numpy()
+
+    def observed(group: str, gene: str) -> dict:
+        j = rna.var_names.get_loc(gene)
+        col, seen = np.asarray(norm[:, j].todense()).ravel(), np.asarray(x[:, j].todense()) > 0
+        inside = groups == group
+        return {
+            "cells with RNA": int(inside.sum()),
+            "observed log2 ratio": float(
+                np.log2((col[inside].mean() + 1e-2) / (col[~inside].mean() + 1e-2))
+            ),
+            "detected in group": float(seen[inside].mean()),
+            "detected in rest": float(seen[~inside].mean()),
+        }
+
+    return observed
 
 
 def _library_split(seed=0, held_out_type=None):

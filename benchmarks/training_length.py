@@ -1,0 +1,139 @@
+"""What more epochs do to one fit: quality and fit along a single long training run.
+
+    python benchmarks/training_length.py --dataset snare_thirds --seed 0 \
+        --checkpoints 10 20 29 50 75 100 150 --warmup 7.25
+
+One model trains to each checkpoint epoch in turn, resuming from its own checkpoint
+(a resumed run makes the same steps as one never stopped), with a fixed KL warm-up
+(``--warmup`` epochs; the default schedule of a ``max_epochs=E`` fit is E / 4), so
+the rows are points of one run. At each checkpoint: the training and held-out ELBO
+(mean of the last epoch), the joint latent's Leiden ARI / NMI (best over the
+resolution sweep), cell-type silhouette, library iLISI, FOSCTTM of the paired cells,
+RNA-only -> ATAC-only label transfer, and the posterior's shape: the mean posterior
+variance of z (from 8 draws around the mean), the spread of the posterior means, and
+the number of active latent dimensions (variance of the means across cells > 0.01).
+``--early-stopping`` instead trains once to the last checkpoint with early stopping
+on the held-out ELBO and reports where it stopped. Rows go to ``--out`` (JSON lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from designs import load
+from quality import append_row, cluster_scores, in_fresh_process
+
+HERE = Path(__file__).resolve().parent
+
+
+def posterior_shape(model) -> dict:
+    mean = model.get_latent_representation(paired="product")
+    draws = np.stack(
+        [
+            model.get_latent_representation(paired="product", give_mean=False, seed=s)
+            for s in range(8)
+        ]
+    )
+    spread = mean.var(0)
+    return {
+        "posterior variance": float(((draws - mean) ** 2).mean()),
+        "variance of means": float(spread.mean()),
+        "active dims": int((spread > 0.01).sum()),
+    }
+
+
+def scores(model, split, seed: int) -> dict:
+    from scamort import metrics
+
+    obs = split.obs
+    z = model.get_latent_representation()
+    out = cluster_scores(z, obs, "cell_type", seed)
+    status = obs["modality"].to_numpy()
+    paired = status == "paired"
+    if paired.any():
+        out["FOSCTTM"] = metrics.foscttm(
+            model.get_latent_representation(modality="rna")[paired],
+            model.get_latent_representation(modality="atac")[paired],
+        )
+    ref, query = status == "rna_only", status == "atac_only"
+    if ref.any() and query.any():
+        labels = obs["cell_type"].astype(str).to_numpy()
+        out["label transfer"] = metrics.label_transfer_accuracy(
+            z[ref], labels[ref], z[query], labels[query]
+        )
+    out.update(posterior_shape(model))
+    return out
+
+
+def _history_row(model) -> dict:
+    last = model.history.iloc[-1]
+    return {
+        "epoch": int(last["epoch"]) + 1,
+        "elbo_train": float(last["elbo_train"]),
+        "elbo_validation": float(last["elbo_validation"]),
+    }
+
+
+def run(dataset, seed: int, checkpoints: list[int], warmup: float, early: bool, opts, out: Path):
+    """The rows of one run, each appended to ``out`` when measured."""
+    import torch
+
+    import scamort
+
+    torch.set_num_threads(2)
+    warnings.filterwarnings("ignore")
+    _, split, _ = load(dataset, seed)
+    scamort.SCAMORT.setup_mudata(split, batch_key="batch")
+    model = scamort.SCAMORT(split, seed=seed, **opts.get("model", {}))
+    base = {"dataset": dataset, "seed": seed, "warmup": warmup, "options": opts}
+    common = dict(seed=seed, progress_bar=False, kl_warmup_epochs=warmup, **opts.get("train", {}))
+    if early:
+        t = time.perf_counter()
+        model.train(max_epochs=checkpoints[-1], early_stopping=True, **common)
+        row = {**base, "early stopping": True, "train s": time.perf_counter() - t}
+        best = model.history["elbo_validation"].idxmax()
+        row.update(_history_row(model), best_epoch=int(model.history["epoch"][best]) + 1)
+        row.update(scores(model, split, seed))
+        append_row(out, row)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        for i, epochs in enumerate(checkpoints):
+            model.train(max_epochs=epochs, checkpoint_dir=d, resume=i > 0, **common)
+            row = {**base, "early stopping": False, "train s": time.perf_counter() - t}
+            row.update(_history_row(model))
+            row.update(scores(model, split, seed))
+            append_row(out, row)
+            t = time.perf_counter()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="snare_thirds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[10, 20, 29, 50, 75, 100, 150])
+    p.add_argument("--warmup", type=float, default=7.25, help="KL warm-up epochs (fixed)")
+    p.add_argument("--early-stopping", action="store_true")
+    p.add_argument("--options", default="{}", help='JSON: {"model": {...}, "train": {...}}')
+    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "training_length.jsonl")
+    args = p.parse_args(argv)
+    in_fresh_process(
+        run,
+        args.dataset,
+        args.seed,
+        sorted(args.checkpoints),
+        args.warmup,
+        args.early_stopping,
+        json.loads(args.options),
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
