@@ -225,6 +225,7 @@ def train_rate(mdata, steps: tuple[int, int], precision: str, elbo_cells: int, *
         model.train(
             max_epochs=10_000, max_steps=n, batch_size=BATCH, precision=precision,
             data_placement="device" if gpu else "auto", progress_bar=False,
+            early_stopping=False,
         )  # fmt: skip
         _sync()
         seconds.append(time.perf_counter() - t)

@@ -69,9 +69,10 @@ def fit_scamort(split, epochs: int, seed: int, **kw):
 
     scamort.SCAMORT.setup_mudata(split, batch_key="batch")
     model = scamort.SCAMORT(split, seed=seed, **kw.get("model", {}))
+    train = {"max_epochs": epochs, **kw.get("train", {})}  # "max_epochs": null: its default
     t = time.perf_counter()
-    model.train(max_epochs=epochs, seed=seed, progress_bar=False, **kw.get("train", {}))
-    return _outputs(
+    model.train(seed=seed, progress_bar=False, **train)
+    out = _outputs(
         split,
         time.perf_counter() - t,
         lambda modality="joint": model.get_latent_representation(modality=modality),
@@ -79,6 +80,8 @@ def fit_scamort(split, epochs: int, seed: int, **kw):
         lambda cells: model.get_normalized_expression(indices=cells),
         lambda cells: model.get_accessibility_estimates(indices=cells),
     )
+    out["epochs_run"] = len(model.history)
+    return out
 
 
 def _outputs(split, train_s, latent, modalities, impute_rna, impute_atac) -> dict:
@@ -326,6 +329,8 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
     row["options"] = options
     row["train time (s)"] = out["train_s"]
+    if "epochs_run" in out:  # early stopping may end training before max_epochs
+        row["epochs trained"] = out["epochs_run"]
     row["peak RSS (GB)"] = peak_rss_gb()
     obs = split.obs
     if method in ("scvi", "peakvi"):

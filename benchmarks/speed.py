@@ -162,7 +162,7 @@ def _scamort(mdata, epochs: int, refine_cells: int, **options) -> dict:
     scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
     model = scamort.SCAMORT(mdata, **options)
     t = time.perf_counter()
-    model.train(max_epochs=epochs, progress_bar=False)
+    model.train(max_epochs=epochs, early_stopping=False, progress_bar=False)
     out = {"train (s)": time.perf_counter() - t}
     out["default epochs"] = int(np.clip(round(3e5 / mdata.n_obs), 20, 400))
     if refine_cells:

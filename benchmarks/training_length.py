@@ -13,7 +13,8 @@ RNA-only -> ATAC-only label transfer, and the posterior's shape: the mean poster
 variance of z (from 8 draws around the mean), the spread of the posterior means, and
 the number of active latent dimensions (variance of the means across cells > 0.01).
 ``--early-stopping`` instead trains once to the last checkpoint with early stopping
-on the held-out ELBO and reports where it stopped. Rows go to ``--out`` (JSON lines).
+on the held-out ELBO and reports where it stopped. Rows go to ``--out`` (JSON lines);
+``--report`` prints them as tables.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, cluster_scores, in_fresh_process
+from quality import append_row, cluster_scores, in_fresh_process, read_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,12 +106,47 @@ def run(dataset, seed: int, checkpoints: list[int], warmup: float, early: bool, 
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         for i, epochs in enumerate(checkpoints):
-            model.train(max_epochs=epochs, checkpoint_dir=d, resume=i > 0, **common)
+            model.train(
+                max_epochs=epochs, early_stopping=False, checkpoint_dir=d, resume=i > 0, **common
+            )
             row = {**base, "early stopping": False, "train s": time.perf_counter() - t}
             row.update(_history_row(model))
             row.update(scores(model, split, seed))
             append_row(out, row)
             t = time.perf_counter()
+
+
+COLUMNS = (
+    "epoch", "elbo_train", "elbo_validation", "ARI", "NMI", "silhouette", "iLISI batch",
+    "iLISI modality", "FOSCTTM", "label transfer", "posterior variance", "active dims",
+)  # fmt: skip
+
+
+def report(rows: list[dict]) -> str:
+    """One markdown table per (dataset, seed, warm-up, early stopping), rows by epoch."""
+    out = []
+    runs: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["dataset"], r["seed"], r["warmup"], r["early stopping"], json.dumps(r["options"]))
+        runs.setdefault(key, []).append(r)
+    for (dataset, seed, warmup, early, opts), rs in runs.items():
+        stop = ", early stopping" if early else ""
+        out.append(f"**{dataset}**, seed {seed}, warm-up {warmup} epochs{stop}, options {opts}\n")
+        out.append("| " + " | ".join(COLUMNS) + " |")
+        out.append("|" + "---|" * len(COLUMNS))
+        for r in sorted(rs, key=lambda r: r["epoch"]):
+            cells = [r.get(c, float("nan")) for c in COLUMNS]
+            out.append("| " + " | ".join(_cell(c, v) for c, v in zip(COLUMNS, cells)) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _cell(column: str, v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if column.startswith("elbo"):
+        return f"{v:.1f}"
+    return f"{v:.4f}" if column == "FOSCTTM" else f"{v:.3f}"
 
 
 def main(argv=None):
@@ -122,7 +158,11 @@ def main(argv=None):
     p.add_argument("--early-stopping", action="store_true")
     p.add_argument("--options", default="{}", help='JSON: {"model": {...}, "train": {...}}')
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "training_length.jsonl")
+    p.add_argument("--report", action="store_true", help="only print the tables of --out")
     args = p.parse_args(argv)
+    if args.report:
+        print(report(read_rows(args.out)))
+        return
     in_fresh_process(
         run,
         args.dataset,

@@ -21,6 +21,35 @@ def test_kl_warmup_ends_within_max_steps(tiny_mdata):
     assert h["kl_weight"].iloc[-1] == 1.0 and h["kl_weight"].iloc[0] < 1.0
 
 
+def test_the_warm_up_does_not_stretch_with_more_epochs():
+    from scamort.model.training import default_warmup
+
+    assert default_warmup(150, 29, None, 20) == default_warmup(29, 29, None, 20) == 29 / 4
+    assert default_warmup(10, 29, None, 20) == 10 / 4  # a shorter training: its quarter
+    assert default_warmup(100, 400, 40, 5) == 8 / 4  # max_steps ends it after 8 epochs
+
+
+def test_early_stopping_is_on_by_default_and_ends_after_patience(tiny_mdata):
+    """Default training stops once the held-out ELBO has not improved for `patience`
+    epochs counted from the end of the warm-up (300 cells overfit long before 300
+    epochs); without held-out cells it runs every epoch."""
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    model.train(
+        max_epochs=300, kl_warmup_epochs=5, early_stopping_patience=5, batch_size=64,
+        progress_bar=False,
+    )  # fmt: skip
+    h = model.history
+    counted = h[h["epoch"] >= 4]  # epoch index 4 ends the 5-epoch warm-up
+    best = int(counted["epoch"][counted["elbo_validation"].idxmax()])
+    assert len(h) == best + 5 + 1 < 300
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
+    model.train(max_epochs=12, validation_fraction=0.0, batch_size=64, progress_bar=False)
+    assert len(model.history) == 12
+    with pytest.raises(ValueError, match="'auto'"):
+        model.train(max_epochs=1, early_stopping="yes")
+
+
 def test_a_second_train_extends_the_history(tiny_mdata):
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
     model = scamort.SCAMORT(tiny_mdata, n_hidden=16)

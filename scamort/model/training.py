@@ -7,7 +7,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import lightning as L
 import numpy as np
@@ -20,7 +20,7 @@ from ..data import (
 )
 from ..data.backed import BackedCells, ChunkBatches
 from ..data.loaders import Placement, holdout
-from ..train import AtomicCheckpointIO, History, TrainingPlan
+from ..train import AtomicCheckpointIO, EarlyStopping, History, TrainingPlan
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -35,7 +35,7 @@ def train(
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
-    early_stopping: bool = False,
+    early_stopping: bool | Literal["auto"] = "auto",
     early_stopping_patience: int = 10,
     validation_fraction: float = 0.1,
     kl_warmup_epochs: float | None = None,
@@ -54,11 +54,18 @@ def train(
 ) -> SCAMORT:
     """Fit the model with Lightning (same code on CPU and GPU).
 
-    ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)``;
-    ``max_steps`` also stops training after that many optimizer steps.
-    ``kl_warmup_epochs=None`` warms the KL weight up over the first quarter of the
-    training (of the epochs, or of ``max_steps`` when that ends it sooner). Early
-    stopping watches the held-out ELBO (``elbo_validation``).
+    ``max_epochs=None`` picks ``clip(round(3e5 / n_cells), 20, 400)`` (the default
+    epochs); ``max_steps`` also stops training after that many optimizer steps.
+    ``kl_warmup_epochs=None`` warms the KL weight up over a quarter of the default
+    epochs, or of the training when that is shorter (fewer ``max_epochs``, or
+    ``max_steps`` ending it sooner): more epochs than the default do not stretch the
+    warm-up. Early stopping watches the held-out ELBO (``elbo_validation``, on the
+    ``validation_fraction`` of cells held out) and ends training once it has not
+    improved for ``early_stopping_patience`` epochs after the warm-up (epochs of the
+    warm-up do not count); ``"auto"`` (default) turns it on
+    whenever there are held-out cells. The decoders overfit on long runs (on SNARE-seq
+    the held-out ELBO peaks near epoch 20 and falls after, and the clusters with it),
+    so ``max_epochs`` is a ceiling: more epochs do not make a worse model.
     Training is reproducible for a fixed ``seed`` on a given device.
     ``refine_steps=K > 0`` trains semi-amortized (each step refines every cell's joint
     posterior K steps; the decoders also learn from it and the encoders are pulled
@@ -101,7 +108,10 @@ def train(
             )
         weight_decay = 0.0  # decay would shrink the frozen reference weights too
     n = self._cells.n_cells
-    max_epochs = max_epochs or int(np.clip(round(3e5 / n), 20, 400))
+    default_epochs = int(np.clip(round(3e5 / n), 20, 400))
+    max_epochs = max_epochs or default_epochs
+    if early_stopping not in (True, False, "auto"):
+        raise ValueError(f"early_stopping must be True, False or 'auto', got {early_stopping!r}.")
     if not 0 <= validation_fraction < 1:
         raise ValueError("validation_fraction must be in [0, 1).")
     if isinstance(self._cells, BackedCells):
@@ -121,17 +131,15 @@ def train(
             if len(val_idx)
             else None
         )
+    if early_stopping == "auto":
+        early_stopping = val_loader is not None
     if early_stopping and val_loader is None:
         raise ValueError(
             "early_stopping needs validation cells: set validation_fraction > 0 (backed "
             "data hold out whole chunks, so it needs at least one chunk's worth)."
         )
     if kl_warmup_epochs is None:
-        # a quarter of the training that will run: max_steps can end it before max_epochs
-        epochs_run = max_epochs
-        if max_steps is not None:
-            epochs_run = min(max_epochs, max_steps / max(len(train_loader), 1))
-        warmup = epochs_run / 4
+        warmup = default_warmup(max_epochs, default_epochs, max_steps, len(train_loader))
     else:
         warmup = kl_warmup_epochs
     plan = TrainingPlan(
@@ -146,11 +154,7 @@ def train(
     history = History()
     callbacks = [history]
     if early_stopping:
-        callbacks.append(
-            L.pytorch.callbacks.EarlyStopping(
-                "elbo_validation", patience=early_stopping_patience, mode="max"
-            )
-        )
+        callbacks.append(EarlyStopping(warmup, early_stopping_patience))
     ckpt_path = _resume_path(resume, checkpoint_dir)
     if checkpoint_dir is not None:
         if checkpoint_every < 1:
@@ -198,6 +202,15 @@ def train(
     self.global_rank = trainer.global_rank
     self.module.to(trainer.strategy.root_device)
     return self
+
+
+def default_warmup(max_epochs, default_epochs, max_steps, steps_per_epoch) -> float:
+    """KL warm-up epochs: a quarter of the default epochs, or of the training that will
+    run when it is shorter (fewer ``max_epochs``, or ``max_steps`` ending it sooner)."""
+    epochs_run = min(max_epochs, default_epochs)
+    if max_steps is not None:
+        epochs_run = min(epochs_run, max_steps / max(steps_per_epoch, 1))
+    return epochs_run / 4
 
 
 def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):

@@ -130,6 +130,30 @@ class History(L.Callback):
         self.rows = list(state["rows"])
 
 
+class EarlyStopping(L.pytorch.callbacks.EarlyStopping):
+    """Lightning's early stopping on the held-out ELBO, counting from the end of the KL
+    warm-up: while the KL weight still rises the model is not yet fitting the ELBO it is
+    scored on, and a noisy held-out ELBO of a small data set must not end training
+    there."""
+
+    def __init__(self, warmup_epochs: float, patience: int):
+        # strict=False: a run that max_steps ends within its first epoch has no held-out
+        # ELBO yet, and nothing to stop
+        super().__init__("elbo_validation", patience=patience, mode="max", strict=False)
+        self.warmup_epochs = warmup_epochs
+
+    def _warming_up(self, trainer) -> bool:
+        return trainer.current_epoch + 1 < self.warmup_epochs
+
+    def on_train_epoch_end(self, trainer, plan):
+        if not self._warming_up(trainer):
+            super().on_train_epoch_end(trainer, plan)
+
+    def on_validation_end(self, trainer, plan):
+        if not self._warming_up(trainer):
+            super().on_validation_end(trainer, plan)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it, then renames it into place:
     a run killed mid-write leaves the previous checkpoint whole."""
