@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from DIR/last.ckpt when it exists"
     )
     fit.add_argument("--epochs", type=int, default=None, help="max epochs (default: by size)")
+    fit.add_argument(
+        "--no-early-stopping",
+        action="store_true",
+        help="train every epoch (default: stop once the held-out ELBO stops improving)",
+    )
     fit.add_argument("--batch-key", default=None, help="obs column with the batch")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
@@ -263,6 +268,7 @@ def fit(args) -> None:
     model = SCAMORT(data, seed=args.seed, peak_sampling=args.peak_sampling)
     model.train(
         max_epochs=args.epochs,
+        early_stopping=False if args.no_early_stopping else "auto",
         accelerator=args.accelerator,
         seed=args.seed,
         progress_bar=not args.no_progress,
