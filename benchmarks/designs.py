@@ -22,44 +22,31 @@ _SIM_PEAKS = re.compile(r"sim(\d+)k_p(\d+)k")
 STATUS = ["paired", "rna_only", "atac_only"]
 
 
+def _simulate(seed: int, n_cells: int, n_peaks: int, **kw):
+    """The simulator with 2,000 genes and 10 types; every cell paired unless ``kw`` says."""
+    import scamort
+
+    options = {"frac_paired": 1.0, "frac_rna_only": 0.0, **kw}
+    return scamort.datasets.simulate_multiome(
+        n_cells=n_cells, n_genes=2_000, n_peaks=n_peaks, n_cell_types=10, seed=seed, **options
+    )
+
+
 def load(dataset: str, seed: int):
     import scamort
 
     if dataset.startswith("snare"):
         full = scamort.datasets.snareseq_mouse_cortex(drop_empty_features=True)
     elif dataset == "sim10k":
-        full = scamort.datasets.simulate_multiome(
-            n_cells=10_000,
-            n_genes=2_000,
-            n_peaks=10_000,
-            n_cell_types=10,
-            frac_paired=1.0,
-            frac_rna_only=0.0,
-            seed=seed,
-        )
+        full = _simulate(seed, 10_000, 10_000)
     elif dataset == "sim_experiments":
-        full = scamort.datasets.simulate_multiome(
-            n_cells=6_000,
-            n_genes=2_000,
-            n_peaks=10_000,
-            n_cell_types=10,
-            n_batches=6,
-            separate_experiments=True,
-            keep_hidden=True,
-            seed=seed,
+        full = _simulate(
+            seed, 6_000, 10_000, n_batches=6, separate_experiments=True, keep_hidden=True
         )
         blocks = {s: [f"batch_{b}" for b in range(i, 6, 3)] for i, s in enumerate(STATUS)}
         return full, experiments_split(full, blocks), "cell_type"
     elif m := _SIM_PEAKS.fullmatch(dataset):
-        full = scamort.datasets.simulate_multiome(
-            n_cells=int(m.group(1)) * 1000,
-            n_genes=2_000,
-            n_peaks=int(m.group(2)) * 1000,
-            n_cell_types=10,
-            frac_paired=1.0,
-            frac_rna_only=0.0,
-            seed=seed,
-        )
+        full = _simulate(seed, int(m.group(1)) * 1000, int(m.group(2)) * 1000)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DESIGNS}")
     if dataset == "snare_libraries":
