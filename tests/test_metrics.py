@@ -45,3 +45,19 @@ def test_latent_recovery_rejects_mismatched_rows(clustered):
     truth, labels, _ = clustered
     with pytest.raises(ValueError, match="one row per cell"):
         latent_recovery(truth[:-1], truth, labels)
+
+
+def test_foscttm_counts_only_the_other_cells():
+    """Brute force over every pair: the fraction of the *other* cells closer than the true
+    partner (the partner's own distance, computed two ways, must never count)."""
+    from scamort.metrics import foscttm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)) * 100.0
+    y = x + rng.normal(scale=80.0, size=x.shape)
+    d = np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1))
+    off = ~np.eye(len(x), dtype=bool)
+    true = np.diag(d)
+    want = (((d < true[:, None]) & off).sum(1) + ((d < true[None, :]) & off).sum(0)).mean()
+    assert foscttm(x, y, chunk=7) == pytest.approx(want / (2 * (len(x) - 1)))
+    assert foscttm(x, x + 1e-9) == 0.0
