@@ -437,7 +437,8 @@ def report(rows: list[dict]) -> str:
         measures = [
             m for m in MAIN if m in d.columns and d[d["label"].isin(joint)][m].notna().any()
         ]
-        parts.append(_table_frames({x: d[d["label"] == x] for x in head}, measures))
+        if head:  # a design measured only in variants has no table of defaults
+            parts.append(_table_frames({x: d[d["label"] == x] for x in head}, measures))
         if variants:
             parts.append(
                 "\nVariants (means over their seeds; first row: the default at the same epochs):\n"
