@@ -183,7 +183,8 @@ def _observed_markers(mdata, groupby: str):
 
     def observed(group: str, gene: str) -> dict:
         j = rna.var_names.get_loc(gene)
-        col, seen = np.asarray(norm[:, j].todense()).ravel(), np.asarray(x[:, j].todense()) > 0
+        col = np.asarray(norm[:, j].todense()).ravel()
+        seen = np.asarray(x[:, j].todense()).ravel() > 0
         inside = groups == group
         return {
             "cells with RNA": int(inside.sum()),

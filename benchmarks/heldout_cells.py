@@ -23,17 +23,6 @@ from quality import append_row, in_fresh_process
 HERE = Path(__file__).resolve().parent
 
 
-def foscttm_per_cell(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each cell's fraction of the other modality's cells closer than its true match,
-    averaged over both directions."""
-    from sklearn.metrics import pairwise_distances
-
-    d = pairwise_distances(x, y)
-    true = np.diag(d)
-    n = len(x) - 1  # as scamort.metrics.foscttm: the other cells
-    return ((d < true[:, None]).sum(1) + (d < true[None, :]).sum(0)) / (2 * n)
-
-
 def run(dataset: str, seed: int, out: Path) -> None:
     import torch
 
@@ -55,7 +44,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
     labels = split.obs[label_key].astype(str).to_numpy()
     z = model.get_latent_representation()
     paired = status == "paired"
-    f = foscttm_per_cell(
+    f = metrics.foscttm_per_cell(
         model.get_latent_representation(modality="rna")[paired],
         model.get_latent_representation(modality="atac")[paired],
     )

@@ -158,13 +158,14 @@ def _fitter(method: str):
 
 def _scamort(mdata, epochs: int, refine_cells: int, **options) -> dict:
     import scamort
+    from scamort.model.training import default_epochs
 
     scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
     model = scamort.SCAMORT(mdata, **options)
     t = time.perf_counter()
     model.train(max_epochs=epochs, early_stopping=False, progress_bar=False)
     out = {"train (s)": time.perf_counter() - t}
-    out["default epochs"] = int(np.clip(round(3e5 / mdata.n_obs), 20, 400))
+    out["default epochs"] = default_epochs(mdata.n_obs)
     if refine_cells:
         cells = np.arange(min(refine_cells, mdata.n_obs))
         steps = 20

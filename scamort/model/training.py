@@ -108,8 +108,8 @@ def train(
             )
         weight_decay = 0.0  # decay would shrink the frozen reference weights too
     n = self._cells.n_cells
-    default_epochs = int(np.clip(round(3e5 / n), 20, 400))
-    max_epochs = max_epochs or default_epochs
+    epochs_by_size = default_epochs(n)
+    max_epochs = max_epochs or epochs_by_size
     if early_stopping not in (True, False, "auto"):
         raise ValueError(f"early_stopping must be True, False or 'auto', got {early_stopping!r}.")
     if not 0 <= validation_fraction < 1:
@@ -139,7 +139,7 @@ def train(
             "data hold out whole chunks, so it needs at least one chunk's worth)."
         )
     if kl_warmup_epochs is None:
-        warmup = default_warmup(max_epochs, default_epochs, max_steps, len(train_loader))
+        warmup = default_warmup(max_epochs, epochs_by_size, max_steps, len(train_loader))
     else:
         warmup = kl_warmup_epochs
     plan = TrainingPlan(
@@ -202,6 +202,11 @@ def train(
     self.global_rank = trainer.global_rank
     self.module.to(trainer.strategy.root_device)
     return self
+
+
+def default_epochs(n_cells: int) -> int:
+    """``max_epochs=None``: ``clip(round(3e5 / n_cells), 20, 400)``."""
+    return int(np.clip(round(3e5 / n_cells), 20, 400))
 
 
 def default_warmup(max_epochs, default_epochs, max_steps, steps_per_epoch) -> float:
