@@ -2,8 +2,9 @@
 
     python benchmarks/heldout_cells.py --datasets snare_libraries sim_experiments --seed 0
 
-``train()`` holds out ``validation_fraction`` (10 %) of the cells to watch the ELBO; the
-encoders never see them, yet they are embedded like every other cell. One default fit
+``train()`` holds out ``validation_fraction`` (10 %) of the cells to watch the ELBO;
+until the final pass (``final_epochs``, after early stopping) the encoders never see
+them, yet they are embedded like every other cell. One default fit
 per data set; for the training and the held-out cells separately: each paired cell's
 FOSCTTM (against all paired cells) averaged, and label transfer RNA-only -> ATAC-only
 onto the ATAC-only cells of each group (from every RNA-only cell). Rows go to ``--out``.
@@ -56,6 +57,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
             "seed": seed,
             "cells": group,
             "epochs trained": len(model.history),
+            "final epochs on every cell": int(model.history["all_cells"].sum()),
             "train time (s)": train_s,
             "paired cells": int((paired & mask).sum()),
             "FOSCTTM": float(f[mask[paired]].mean()),

@@ -25,6 +25,16 @@ def _peak_sampling(value: str):
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scamort", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-early-stopping",
         action="store_true",
         help="train every epoch (default: stop once the held-out ELBO stops improving)",
+    )
+    fit.add_argument(
+        "--final-epochs",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="after early stopping, N epochs of the encoders on every cell, held-out ones "
+        "included (default: a third of the epochs trained)",
     )
     fit.add_argument("--batch-key", default=None, help="obs column with the batch")
     fit.add_argument("--seed", type=int, default=0)
@@ -269,6 +287,7 @@ def fit(args) -> None:
     model.train(
         max_epochs=args.epochs,
         early_stopping=False if args.no_early_stopping else "auto",
+        final_epochs=args.final_epochs,
         accelerator=args.accelerator,
         seed=args.seed,
         progress_bar=not args.no_progress,

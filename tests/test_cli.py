@@ -142,3 +142,18 @@ def test_peak_sampling_option(tiny_mdata, tmp_path, capsys):
     args = ["fit", str(src), "--out", str(out), "--epochs", "1", "--no-progress"]
     assert main([*args, "--peak-sampling", "20", "--batch-key", "batch"]) == 0
     assert md.read_h5mu(out).obsm["X_scamort"].shape[0] == tiny_mdata.n_obs
+
+
+def test_final_epochs_option(tiny_mdata, tmp_path, capsys):
+    src, out = tmp_path / "in.h5mu", tmp_path / "o.h5mu"
+    tiny_mdata.write(src)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", str(src), "--out", str(out), "--final-epochs", "-2"])
+    assert stop.value.code == 2
+    assert "expected a whole number >= 0, got '-2'" in capsys.readouterr().err
+    args = ["fit", str(src), "--out", str(out), "--epochs", "2", "--no-progress"]
+    for n in (0, 3):
+        saved = tmp_path / f"model{n}"
+        assert main([*args, "--final-epochs", str(n), "--save-model", str(saved)]) == 0
+        history = pd.read_csv(saved / "history.csv")
+        assert len(history) == 2 + n and history["all_cells"].sum() == n

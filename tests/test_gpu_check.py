@@ -20,7 +20,10 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = data["sections"]
-    assert "skipped" in sections["gpu tests"]["summary"] or "passed" in sections["gpu tests"]["summary"]
+    assert (
+        "skipped" in sections["gpu tests"]["summary"]
+        or "passed" in sections["gpu tests"]["summary"]
+    )
     assert sections["gpu tests"]["returncode"] == 0
     rows = sections["training"]
     assert [r["data"] for r in rows] == ["snare"] * 3 + ["sim100k"] * 2 + ["sim1m"] * 2
