@@ -24,11 +24,12 @@ from quality import append_row, in_fresh_process
 HERE = Path(__file__).resolve().parent
 
 
-def run(dataset: str, seed: int, out: Path) -> None:
+def default_fit(dataset: str, seed: int, **train):
+    """scamort fitted on a design at its defaults (``train`` overrides): (split, label
+    key, model, training seconds, mask of the cells held out for early stopping)."""
     import torch
 
     import scamort
-    from scamort import metrics
     from scamort.data.loaders import holdout
 
     torch.set_num_threads(2)
@@ -37,10 +38,17 @@ def run(dataset: str, seed: int, out: Path) -> None:
     scamort.SCAMORT.setup_mudata(split, batch_key="batch")
     model = scamort.SCAMORT(split, seed=seed)
     t = time.perf_counter()
-    model.train(seed=seed, progress_bar=False)
+    model.train(seed=seed, progress_bar=False, **train)
     train_s = time.perf_counter() - t
     held = np.zeros(split.n_obs, dtype=bool)
     held[holdout(split.n_obs, 0.1, seed)[1]] = True
+    return split, label_key, model, train_s, held
+
+
+def run(dataset: str, seed: int, out: Path) -> None:
+    from scamort import metrics
+
+    split, label_key, model, train_s, held = default_fit(dataset, seed)
     status = split.obs["modality"].to_numpy()
     labels = split.obs[label_key].astype(str).to_numpy()
     z = model.get_latent_representation()
