@@ -37,11 +37,15 @@ def _refined_gain(model, modality, steps, n_cells=300, draws=64):
 def test_refinement_itself_raises_the_elbo_of_the_cells_it_moves(trained, sim_mdata):
     # Measured on 64 fresh draws, not the draws refinement chose by; the last iterate is
     # taken whatever it scored, so a step in the wrong direction would show.
+    # The final encoder pass of training halves the gap left to close (mean gain 1.62 ->
+    # 0.88 nats; ATAC-alone 1.29 -> 0.54), so more cells sit near their optimum, where
+    # the last of 20 steps can overshoot: measured 84 % of moved cells gain (91 % without
+    # the final pass), 69-71 % of ATAC-alone ones (79 %). A wrong-way step loses on most.
     gain, moved = _refined_gain(trained, "joint", 20)
     assert (moved > 1e-3).mean() > 0.9
-    assert (gain[moved > 1e-3] > 0).mean() > 0.9 and gain.mean() > 0.1
+    assert (gain[moved > 1e-3] > 0).mean() > 0.8 and gain.mean() > 0.1
     gain_atac, _ = _refined_gain(trained, "atac", 20)
-    assert (gain_atac > 0).mean() > 0.7 and gain_atac.mean() > 0.05
+    assert (gain_atac > 0).mean() > 0.6 and gain_atac.mean() > 0.05
     # the public path: refined latents are finite, moved, and keep the biology
     z0 = trained.get_latent_representation()
     z, elbos = trained.get_latent_representation(refine_steps=20, return_elbo=True)
