@@ -18,7 +18,7 @@ import copy
 import time
 from pathlib import Path
 
-from heldout_cells import default_fit
+from heldout_cells import default_fit, paired_foscttm
 from quality import append_row, block_mixing, cluster_scores, in_fresh_process
 
 HERE = Path(__file__).resolve().parent
@@ -59,10 +59,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
                 model.train(**options)
         train_s = time.perf_counter() - t
         z = model.get_latent_representation()
-        f = metrics.foscttm_per_cell(
-            model.get_latent_representation(modality="rna")[paired],
-            model.get_latent_representation(modality="atac")[paired],
-        )
+        f = paired_foscttm(model, paired)
         row = {
             "dataset": dataset,
             "seed": seed,

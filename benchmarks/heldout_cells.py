@@ -45,6 +45,16 @@ def default_fit(dataset: str, seed: int, **train):
     return split, label_key, model, train_s, held
 
 
+def paired_foscttm(model, paired: np.ndarray) -> np.ndarray:
+    """Each paired cell's FOSCTTM between its RNA-alone and ATAC-alone embeddings."""
+    from scamort import metrics
+
+    return metrics.foscttm_per_cell(
+        model.get_latent_representation(modality="rna")[paired],
+        model.get_latent_representation(modality="atac")[paired],
+    )
+
+
 def run(dataset: str, seed: int, out: Path) -> None:
     from scamort import metrics
 
@@ -53,10 +63,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
     labels = split.obs[label_key].astype(str).to_numpy()
     z = model.get_latent_representation()
     paired = status == "paired"
-    f = metrics.foscttm_per_cell(
-        model.get_latent_representation(modality="rna")[paired],
-        model.get_latent_representation(modality="atac")[paired],
-    )
+    f = paired_foscttm(model, paired)
     ref = status == "rna_only"
     for group, mask in (("trained on", ~held), ("held out", held)):
         query = (status == "atac_only") & mask

@@ -144,17 +144,27 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 @contextlib.contextmanager
-def _frozen(module: torch.nn.Module):
-    """Evaluation mode and no parameter gradients inside; both restored on exit."""
-    flags, training = [p.requires_grad for p in module.parameters()], module.training
-    module.eval()
-    module.requires_grad_(False)
+def _grad_flags_kept(module: torch.nn.Module):
+    """Every parameter's ``requires_grad`` restored on exit, whatever was set inside."""
+    flags = [p.requires_grad for p in module.parameters()]
     try:
         yield
     finally:
         for p, flag in zip(module.parameters(), flags):
             p.requires_grad_(flag)
-        module.train(training)
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """Evaluation mode and no parameter gradients inside; both restored on exit."""
+    training = module.training
+    with _grad_flags_kept(module):
+        module.eval()
+        module.requires_grad_(False)
+        try:
+            yield
+        finally:
+            module.train(training)
 
 
 def _nan_rows(v: torch.Tensor, keep: torch.Tensor) -> np.ndarray:

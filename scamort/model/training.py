@@ -21,6 +21,7 @@ from ..data import (
 from ..data.backed import BackedCells, ChunkBatches
 from ..data.loaders import Placement, holdout
 from ..train import AtomicCheckpointIO, EarlyStopping, History, TrainingPlan
+from .access import _grad_flags_kept
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -221,7 +222,7 @@ def train(
         ckpt_path=ckpt_path,
         **fit,
     )
-    rows = history.rows
+    rows = [{**r, "all_cells": False} for r in history.rows]
     if final_epochs is None:  # a third of the epochs early stopping let run
         final_epochs = -(-len(rows) // 3)
     if early_stopping and final_epochs > 0 and _encoders_learn(self.module):
@@ -234,8 +235,6 @@ def train(
         after = int(rows[-1]["epoch"]) + 1 if rows else 0
         rows = rows + [{**r, "epoch": r["epoch"] + after, "all_cells": True} for r in final.rows]
     new = pd.DataFrame(rows)
-    if len(new):
-        new["all_cells"] = new["all_cells"].eq(True) if "all_cells" in new else False
     if ckpt_path is None and len(self.history) and len(new):
         # a further train() continues the history: epochs count on from the last one
         new["epoch"] += int(self.history["epoch"].iloc[-1]) + 1
@@ -294,16 +293,12 @@ def _encoders_learn(module) -> bool:
 @contextlib.contextmanager
 def _encoders_only(module):
     """Only the encoders' (trainable) weights learn inside; every flag restored on exit."""
-    flags = [p.requires_grad for p in module.parameters()]
     encoders = {id(p) for p in module.encoders.parameters()}
-    for p in module.parameters():
-        if id(p) not in encoders:
-            p.requires_grad_(False)
-    try:
+    with _grad_flags_kept(module):
+        for p in module.parameters():
+            if id(p) not in encoders:
+                p.requires_grad_(False)
         yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 def default_epochs(n_cells: int) -> int:
