@@ -27,14 +27,22 @@ not of the batches. This script separates the two. For each embedding it reports
   graph connectivity is lost.
 
 Embeddings: scamort at ``--scamort-epochs`` (default: its own) and MULTIVI at
-``--multivi-epochs`` on a data set of ``quality.py`` (its fits, each in a fresh process,
-latents cached in ``--cache``), and two references with no batch signal at all:
-isotropic Gaussian noise, and a one-hot of the cell type plus noise. Rows go to
+``--multivi-epochs`` (its set-up through ``--multivi-options``) on a data set of
+``quality.py`` (its fits, each in a fresh process, latents cached in ``--cache``), and
+two references with no batch signal at all: isotropic Gaussian noise, and a one-hot of
+the cell type plus noise; on the simulator also its true latent state. On the
+separate-experiment designs (``snare_libraries``, ``sim_experiments``) every batch
+measure is taken within each experiment and averaged over them, as quality.py's
+``iLISI batch within blocks``: across experiments, batch is confounded with modality. Rows go to
 ``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` markers of
 ``docs/benchmarks.md`` are rewritten from all rows (``--report`` does only that).
 
     python benchmarks/batch_mixing.py --dataset snare_thirds --multivi-epochs 150
     python benchmarks/batch_mixing.py --dataset sim10k --scamort-epochs 20 --multivi-epochs 20
+    python benchmarks/batch_mixing.py --dataset snare_libraries --multivi-epochs 150 \
+        --multivi-tag "library batch, no modality covariate, every cell trained on" \
+        --multivi-options '{"multivi": {"modality_covariate": false},
+                            "train": {"early_stopping": false, "train_size": 1.0}}'
 """
 
 from __future__ import annotations
@@ -61,9 +69,8 @@ def fit_latent(
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
     warnings.filterwarnings("ignore")
     _, split, _ = load(dataset, seed)
-    if method == "scamort":
-        return fit_scamort(split, epochs, seed, **options)["joint"]
-    return fit_multivi(split, epochs, seed)["joint"]
+    fit = fit_scamort if method == "scamort" else fit_multivi
+    return fit(split, epochs, seed, **options)["joint"]
 
 
 def shuffled_within(labels: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
@@ -128,14 +135,31 @@ def mixing_scores(z: np.ndarray, nn, batch: np.ndarray, types: np.ndarray, seed:
     return out
 
 
+def block_scores(z: np.ndarray, obs, key: str, seed: int) -> dict:
+    """The batch measures within each experiment (``obs["dataset"]``) that has more than
+    one batch, averaged over those experiments (as quality.py's ``iLISI batch within
+    blocks``): across experiments, batch is confounded with modality status."""
+    per_block = []
+    for block in obs["dataset"].astype(str).unique():
+        keep = (obs["dataset"].astype(str) == block).to_numpy()
+        batch = obs["batch"].astype(str).to_numpy()[keep]
+        if len(np.unique(batch)) > 1:
+            types = obs[key].astype(str).to_numpy()[keep]
+            per_block.append(mixing_scores(z[keep], _neighbors(z[keep]), batch, types, seed))
+    return {k: float(np.mean([b[k] for b in per_block])) for k in per_block[0]}
+
+
 def report(rows: list[dict]) -> str:
     """One markdown table per data set: a column per embedding, a row per measure."""
     parts = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == dataset]
         names = [f"{r['embedding']} (seed {r['seed']})" for r in sub]
-        measures = [k for k in sub[0] if k not in ("dataset", "seed", "embedding", "per type")]
-        lines = [f"### {dataset}\n", "| measure | " + " | ".join(names) + " |"]
+        measures = [
+            k for k in sub[0] if k not in ("dataset", "seed", "embedding", "per type", "scope")
+        ]
+        scope = " (within each experiment, averaged)" if "scope" in sub[0] else ""
+        lines = [f"### {dataset}{scope}\n", "| measure | " + " | ".join(names) + " |"]
         lines.append("|---" * (len(names) + 1) + "|")
         lines += [f"| {k} | " + " | ".join(f"{r[k]:.3f}" for r in sub) + " |" for k in measures]
         parts.append("\n".join(lines) + "\n")
@@ -169,7 +193,11 @@ def _per_type_table(rows: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="snare_thirds", choices=("snare_thirds", "sim10k"))
+    p.add_argument(
+        "--dataset",
+        default="snare_thirds",
+        choices=("snare_thirds", "sim10k", "snare_libraries", "sim_experiments"),
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scamort-epochs", type=int, default=None, help="default: scamort's own")
     p.add_argument("--multivi-epochs", type=int, default=150)
@@ -179,6 +207,12 @@ def main(argv=None):
         help='JSON {"model": {...}, "train": {...}} for the scamort fit (needs --tag)',
     )
     p.add_argument("--tag", default="", help="label of the scamort variant")
+    p.add_argument(
+        "--multivi-options",
+        default="{}",
+        help='JSON {"multivi": {...}, "train": {...}} for the MULTIVI fit (needs --multivi-tag)',
+    )
+    p.add_argument("--multivi-tag", default="", help="label of the MULTIVI set-up")
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
     p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
@@ -191,26 +225,33 @@ def main(argv=None):
 
 def run(args) -> None:
     args.cache.mkdir(exist_ok=True)
-    _, split, key = load(args.dataset, args.seed)
+    full, split, key = load(args.dataset, args.seed)
     batch = split.obs["batch"].astype(str).to_numpy()
     types = split.obs[key].astype(str).to_numpy()
     rng = np.random.default_rng(args.seed)
     embeddings = {}
-    options = json.loads(args.scamort_options)
-    if options and not args.tag:
-        raise SystemExit("--scamort-options needs a --tag that names the variant")
+    options = {"scamort": json.loads(args.scamort_options)}
+    options["multivi"] = json.loads(args.multivi_options)
+    tags = {"scamort": args.tag, "multivi": args.multivi_tag}
+    for method in options:
+        if options[method] and not tags[method]:
+            raise SystemExit(f"--{method}-options needs a tag that names the set-up")
     for method, epochs in (("scamort", args.scamort_epochs), ("multivi", args.multivi_epochs)):
-        tag = f" [{args.tag}]" if method == "scamort" and args.tag else ""
+        tag = f" [{tags[method]}]" if tags[method] else ""
         name = f"{method}{tag}, {epochs or 'default'} epochs"
         slug = "".join(c if c.isalnum() else "_" for c in tag)
         path = (
             args.cache / f"{args.dataset}_{method}{slug}_{epochs or 'default'}_seed{args.seed}.npy"
         )
         if not path.exists():
-            opts = options if method == "scamort" else {}
+            opts = options[method]
             z = in_fresh_process(fit_latent, args.dataset, method, args.seed, epochs, opts)
             np.save(path, z)
         embeddings[name] = np.load(path)
+    if "X_true" in full.obsm:  # simulations: what a perfect embedding scores
+        embeddings["reference: the true latent state"] = full.obsm["X_true"][
+            full.obs_names.get_indexer(split.obs_names)
+        ]
     n_types = len(np.unique(types))
     onehot = np.eye(n_types)[np.unique(types, return_inverse=True)[1]]
     embeddings["reference: Gaussian noise"] = rng.normal(size=(len(batch), 20))
@@ -224,7 +265,11 @@ def run(args) -> None:
             continue
         row = {"dataset": args.dataset, "seed": args.seed, "embedding": name}
         nn = _neighbors(z)
-        row.update(mixing_scores(z, nn, batch, types, args.seed))
+        if "dataset" in split.obs:
+            row["scope"] = "within blocks"
+            row.update(block_scores(z, split.obs, key, args.seed))
+        else:
+            row.update(mixing_scores(z, nn, batch, types, args.seed))
         if not name.startswith("reference"):
             row["per type"] = per_type_scores(nn, types, status)
         append_row(args.out, row)
