@@ -33,8 +33,8 @@ two references with no batch signal at all: isotropic Gaussian noise, and a one-
 the cell type plus noise; on the simulator also its true latent state. On the
 separate-experiment designs (``snare_libraries``, ``sim_experiments``) every batch
 measure is taken within each experiment and averaged over them, as quality.py's
-``iLISI batch within blocks``: across experiments, batch is confounded with modality. Rows go to
-``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` markers of
+``iLISI batch within blocks``: across experiments, batch is confounded with modality.
+Rows go to ``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` markers of
 ``docs/benchmarks.md`` are rewritten from all rows (``--report`` does only that).
 
     python benchmarks/batch_mixing.py --dataset snare_thirds --multivi-epochs 150
@@ -54,7 +54,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from quality import _neighbors, append_row, in_fresh_process, load, read_rows, replace_block
+from quality import (
+    _neighbors,
+    append_row,
+    in_fresh_process,
+    load,
+    mixable_blocks,
+    read_rows,
+    replace_block,
+    true_latent,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -139,13 +148,12 @@ def block_scores(z: np.ndarray, obs, key: str, seed: int) -> dict:
     """The batch measures within each experiment (``obs["dataset"]``) that has more than
     one batch, averaged over those experiments (as quality.py's ``iLISI batch within
     blocks``): across experiments, batch is confounded with modality status."""
-    per_block = []
-    for block in obs["dataset"].astype(str).unique():
-        keep = (obs["dataset"].astype(str) == block).to_numpy()
-        batch = obs["batch"].astype(str).to_numpy()[keep]
-        if len(np.unique(batch)) > 1:
-            types = obs[key].astype(str).to_numpy()[keep]
-            per_block.append(mixing_scores(z[keep], _neighbors(z[keep]), batch, types, seed))
+    batch = obs["batch"].astype(str).to_numpy()
+    types = obs[key].astype(str).to_numpy()
+    per_block = [
+        mixing_scores(z[keep], _neighbors(z[keep]), batch[keep], types[keep], seed)
+        for keep in mixable_blocks(obs)
+    ]
     return {k: float(np.mean([b[k] for b in per_block])) for k in per_block[0]}
 
 
@@ -248,10 +256,9 @@ def run(args) -> None:
             z = in_fresh_process(fit_latent, args.dataset, method, args.seed, epochs, opts)
             np.save(path, z)
         embeddings[name] = np.load(path)
-    if "X_true" in full.obsm:  # simulations: what a perfect embedding scores
-        embeddings["reference: the true latent state"] = full.obsm["X_true"][
-            full.obs_names.get_indexer(split.obs_names)
-        ]
+    truth = true_latent(full, split)
+    if truth is not None:  # simulations: what a perfect embedding scores
+        embeddings["reference: the true latent state"] = truth
     n_types = len(np.unique(types))
     onehot = np.eye(n_types)[np.unique(types, return_inverse=True)[1]]
     embeddings["reference: Gaussian noise"] = rng.normal(size=(len(batch), 20))

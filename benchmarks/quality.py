@@ -214,18 +214,34 @@ def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
     return out
 
 
+def mixable_blocks(obs):
+    """The cell masks of the experiments (blocks, ``obs["dataset"]``) that hold more than
+    one batch: where batch mixing can be measured apart from modality status."""
+    blocks = obs["dataset"].astype(str)
+    batch = obs["batch"].astype(str).to_numpy()
+    for block in blocks.unique():
+        keep = (blocks == block).to_numpy()
+        if len(np.unique(batch[keep])) > 1:
+            yield keep
+
+
 def block_mixing(z: np.ndarray, obs) -> dict:
     """iLISI of the library within each experiment (block), averaged: mixing across
     blocks is partly confounded with modality and is not read as batch correction."""
     import scib_metrics
 
-    values = []
-    for block in obs["dataset"].astype(str).unique():
-        keep = (obs["dataset"].astype(str) == block).to_numpy()
-        if obs["batch"][keep].nunique() > 1:
-            nn = _neighbors(z[keep])
-            values.append(scib_metrics.ilisi_knn(nn, obs["batch"][keep].astype(str).to_numpy()))
+    batch = obs["batch"].astype(str).to_numpy()
+    values = [
+        scib_metrics.ilisi_knn(_neighbors(z[keep]), batch[keep]) for keep in mixable_blocks(obs)
+    ]
     return {"iLISI batch within blocks": float(np.mean(values))} if values else {}
+
+
+def true_latent(full, split) -> np.ndarray | None:
+    """A simulation's true latent state of the split's cells (None for real data)."""
+    if "X_true" not in full.obsm:
+        return None
+    return full.obsm["X_true"][full.obs_names.get_indexer(split.obs_names)]
 
 
 def truth_scores(z: np.ndarray, truth: np.ndarray, obs, label_key: str) -> dict:
@@ -306,11 +322,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     warnings.filterwarnings("ignore")
     full, split, label_key = load(dataset, seed)
     fit_options = {k: v for k, v in options.items() if k in ("model", "train", "multivi")}
-    truth = (
-        full.obsm["X_true"][full.obs_names.get_indexer(split.obs_names)]
-        if "X_true" in full.obsm
-        else None
-    )
+    truth = true_latent(full, split)
     if method == "truth":
         row = {"dataset": dataset, "method": method, "seed": seed, "epochs": 0}
         row.update(cluster_scores(truth, split.obs, label_key, seed))
