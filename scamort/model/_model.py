@@ -114,6 +114,7 @@ class SCAMORT:
         single_views: Literal["auto", "all", "sample"] = "auto",
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
+        output_covariates: bool = False,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
         seed: int = 0,
@@ -140,6 +141,7 @@ class SCAMORT:
             single_views=single_views,
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
+            output_covariates=output_covariates,
             cell_factor_hidden=cell_factor_hidden,
             peak_sampling=peak_sampling,
         )

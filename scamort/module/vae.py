@@ -86,6 +86,7 @@ class ModuleConfig:
     single_views: SingleViews = "all"
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
+    output_covariates: bool = False
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
     # (>= 1) of the peak columns per minibatch (unbiased); None: every column
@@ -190,6 +191,8 @@ class MultiVAE(nn.Module):
             },
             "poisson": {},
         }
+        for o in options.values():
+            o["output_covariates"] = c.output_covariates
         options["zinb"] = {**options["nb"], "zero_inflated": True}
         return DECODERS[lik](
             c.n_latent,
