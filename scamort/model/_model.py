@@ -51,6 +51,9 @@ class SCAMORT:
         The AnnData / MuData registered with ``setup_*``.
     n_latent, n_hidden, n_layers, dropout
         Latent dimension and the shape of every encoder and decoder network.
+    n_layers_encoder, n_layers_decoder
+        Hidden layers of the encoders / of the decoders, where they differ from
+        ``n_layers`` (``None``: ``n_layers``).
     rna_likelihood
         ``"nb"`` (default) or ``"zinb"``.
     atac_likelihood
@@ -104,6 +107,8 @@ class SCAMORT:
         n_latent: int = 20,
         n_hidden: int = 256,
         n_layers: int = 1,
+        n_layers_encoder: int | None = None,
+        n_layers_decoder: int | None = None,
         dropout: float = 0.1,
         rna_likelihood: Literal["nb", "zinb"] = "nb",
         atac_likelihood: Literal["bernoulli", "poisson"] = "bernoulli",
@@ -133,6 +138,8 @@ class SCAMORT:
             n_latent=n_latent,
             n_hidden=n_hidden,
             n_layers=n_layers,
+            n_layers_encoder=n_layers_encoder,
+            n_layers_decoder=n_layers_decoder,
             dropout=dropout,
             encode_covariates=encode_covariates,
             dispersion=dispersion,

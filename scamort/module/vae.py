@@ -78,6 +78,9 @@ class ModuleConfig:
     n_latent: int = 20
     n_hidden: int = 256
     n_layers: int = 1
+    # hidden layers of the encoders / the decoders; None: n_layers
+    n_layers_encoder: int | None = None
+    n_layers_decoder: int | None = None
     dropout: float = 0.1
     encode_covariates: bool = False
     dispersion: Dispersion = "gene"
@@ -113,6 +116,11 @@ class ModuleConfig:
         if set(self.likelihoods) != set(self.n_features):
             raise ValueError("likelihoods and n_features must name the same modalities.")
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
+        for name in ("n_layers", "n_layers_encoder", "n_layers_decoder"):
+            value = self.n_layers if getattr(self, name) is None else getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+            object.__setattr__(self, name, int(value))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +184,7 @@ class MultiVAE(nn.Module):
         c = self.config
         n_cov = sum(c.n_categories) if c.encode_covariates else 0
         return GaussianEncoder(
-            c.n_features[m], c.n_latent, n_cov, c.n_hidden, c.n_layers, c.dropout
+            c.n_features[m], c.n_latent, n_cov, c.n_hidden, c.n_layers_encoder, c.dropout
         )
 
     def _decoder(self, m: str) -> nn.Module:
@@ -199,7 +207,7 @@ class MultiVAE(nn.Module):
             c.n_features[m],
             sum(c.n_categories),
             c.n_hidden,
-            c.n_layers,
+            c.n_layers_decoder,
             c.dropout,
             **options[lik],
         )
