@@ -84,6 +84,17 @@ class SCAMORT:
         Weight of adversarial batch mixing (as MULTIVI's): a small classifier learns the
         batch from z and the encoders are trained to make its guess uniform over the
         other batches. 0 (default) turns it off; it needs at least two batches.
+    cycle_weight
+        Weight of batch-swap consistency (0, the default, turns it off): each cell's
+        expected profile is decoded under the batch of another cell, and the encoder
+        of that modality must read it back as the same posterior (a KL divergence per
+        cell). It teaches the encoders to read through what the decoders model as batch
+        effects, without asking the batches to have the same cell types, as the
+        adversary does. Not with ``atac_input="tfidf"``.
+    output_covariates
+        Also feed the covariates to the decoders' output layers: a per-feature offset
+        of every batch (and covariate category) on the logits, so that an additive batch
+        effect on a feature is modelled exactly.
     cell_factor_hidden
         Width of the hidden layer of the network that reads the ATAC cell factor (the
         cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
@@ -119,6 +130,7 @@ class SCAMORT:
         single_views: Literal["auto", "all", "sample"] = "auto",
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
+        cycle_weight: float = 0.0,
         output_covariates: bool = False,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
@@ -148,6 +160,7 @@ class SCAMORT:
             single_views=single_views,
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
+            cycle_weight=cycle_weight,
             output_covariates=output_covariates,
             cell_factor_hidden=cell_factor_hidden,
             peak_sampling=peak_sampling,

@@ -89,6 +89,7 @@ class ModuleConfig:
     single_views: SingleViews = "all"
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
+    cycle_weight: float = 0.0
     output_covariates: bool = False
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
@@ -110,6 +111,13 @@ class ModuleConfig:
             raise ValueError(
                 "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
                 "a batch_key that has at least two batches."
+            )
+        if not self.cycle_weight >= 0:
+            raise ValueError(f"cycle_weight must be >= 0, got {self.cycle_weight}.")
+        if self.cycle_weight > 0 and self.atac_input == "tfidf":
+            raise ValueError(
+                "cycle_weight > 0 re-encodes expected profiles, which atac_input='tfidf' "
+                "cannot read; use atac_input='binary' with it."
             )
         if self.peak_sampling is not None and not self.peak_sampling > 0:
             raise ValueError(f"peak_sampling must be > 0 (or None), got {self.peak_sampling}.")
@@ -332,6 +340,33 @@ class MultiVAE(nn.Module):
         fool = -(log_p * others).sum(-1).mean() / (log_p.shape[-1] - 1)
         return self.config.adversarial_batch_weight * (learn + fool)
 
+    def cycle_loss(self, experts, mask, has, cov, log_sizes) -> torch.Tensor:
+        """Batch-swap consistency of every expert: each cell's expected profile of a
+        modality is decoded from its expert's mean under the batch of another cell of the
+        minibatch that has the modality (a permutation of their batches), and the expert
+        must read that profile back as the same posterior: KL(q_m(z | x') || q_m(z | x))
+        with q_m(z | x) and x' held fixed, summed over the modalities, averaged over the
+        cells. It trains the encoders alone to read through what the decoders model as
+        batch effects; unlike the adversary it asks nothing of the batches' compositions."""
+        total = mask.new_zeros(())
+        for j, m in enumerate(self.modalities):
+            rows = np.flatnonzero(has[:, j])
+            if rows.size < 2:
+                continue
+            idx = host_index_on(rows, mask.device)
+            loc, scale = experts[j].loc[idx], experts[j].scale[idx]
+            other = cov[idx].clone()
+            other[:, 0] = other[torch.randperm(len(rows), device=mask.device), 0]
+            with torch.no_grad():
+                x_swap = self.decoders[m].expected_input(
+                    loc, self.covariates(other), log_sizes[m][idx], other[:, 0]
+                )
+            cov_in = self.covariates(other) if self.config.encode_covariates else None
+            q_swap = self.encoders[m](x_swap, cov_in)
+            target = Normal(loc.detach(), scale.detach(), validate_args=False)
+            total = total + kl_divergence(q_swap, target).sum()
+        return self.config.cycle_weight * total / mask.shape[0]
+
     def _refined_loss(self, experts, x, mask, has, cov, log_sizes, kl_weight, steps, lr):
         q = product_of_experts(experts, mask)
         sizes = {m: v.detach() for m, v in log_sizes.items()}
@@ -388,5 +423,7 @@ class MultiVAE(nn.Module):
         if self.training and self.batch_classifier is not None:
             codes = cov[host_index_on(cells, mask.device), 0]
             loss = loss + self.adversarial_loss(z, codes)
+        if self.training and self.config.cycle_weight > 0:
+            loss = loss + self.cycle_loss(experts, mask, has, cov, log_sizes)
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])

@@ -69,6 +69,11 @@ class _Decoder(nn.Module):
         """The values the likelihood scores (raw counts unless the likelihood binarizes)."""
         return x
 
+    def expected_input(self, z, cov, log_size, batch) -> torch.Tensor:
+        """(N, F) dense: what the encoder would read of the expected profile of p(x | z, s)
+        (log1p of the expected counts; for binarized peaks, the probability of being open)."""
+        return torch.log1p(self(z, cov, log_size, batch).mean)
+
     def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
         """(N,) log p(x_n | z_n); this default densifies the block (fine for genes)."""
         return self(z, cov, log_size, batch).log_prob(self.observed(x.dense())).sum(-1)
@@ -145,6 +150,9 @@ class BernoulliDecoder(_Decoder):
 
     def log_size(self, x: SparseRows) -> torch.Tensor:
         return F.logsigmoid(self.cell_factor(self.cell_factor_body(self.encoder_input(x), None)))
+
+    def expected_input(self, z, cov, log_size, batch) -> torch.Tensor:
+        return self(z, cov, log_size, batch).mean
 
     def forward(self, z, cov, log_size, batch):
         h = self.body(z, cov)

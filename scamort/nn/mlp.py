@@ -32,8 +32,10 @@ class CountsLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound))
 
-    def forward(self, x: SparseRows) -> torch.Tensor:
-        # x: N rows of n_in columns, sparse -> (N, n_out)
+    def forward(self, x: SparseRows | torch.Tensor) -> torch.Tensor:
+        # x: N rows of n_in columns, sparse (or a dense (N, n_in) tensor) -> (N, n_out)
+        if isinstance(x, torch.Tensor):
+            return torch.addmm(self.bias, x, self.weight)
         out = F.embedding_bag(
             x.col.long(),
             self.weight,
