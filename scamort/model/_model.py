@@ -33,6 +33,20 @@ from .registry import _registered
 _LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
 
 
+# batch-swap consistency's weight where single-modality batches make it the default
+CYCLE_WEIGHT = 0.3
+
+
+def _single_modality_batches(mask: np.ndarray, batch: np.ndarray) -> list[int]:
+    """Codes of the batches in which no cell has every modality, when there are several
+    modalities and batches: separate experiments, whose encoders meet their batch
+    effects with no paired cell of the same batch to align them."""
+    if mask.shape[1] < 2 or len(np.unique(batch)) < 2:
+        return []
+    paired = mask.all(axis=1)
+    return [int(b) for b in np.unique(batch) if not paired[batch == b].any()]
+
+
 def _paired_fraction(mask: np.ndarray) -> float:
     """The fraction of cells that have every registered modality (0 with one modality)."""
     if mask.shape[1] < 2:
@@ -85,16 +99,21 @@ class SCAMORT:
         batch from z and the encoders are trained to make its guess uniform over the
         other batches. 0 (default) turns it off; it needs at least two batches.
     cycle_weight
-        Weight of batch-swap consistency (0, the default, turns it off): each cell's
-        expected profile is decoded under the batch of another cell, and the encoder
-        of that modality must read it back as the same posterior (a KL divergence per
+        Weight of batch-swap consistency (0 turns it off): each cell's expected profile
+        is decoded under the batch of another cell of the minibatch, and the encoder of
+        that modality must read it back as the same posterior (a KL divergence per
         cell). It teaches the encoders to read through what the decoders model as batch
         effects, without asking the batches to have the same cell types, as the
-        adversary does. Not with ``atac_input="tfidf"``.
+        adversary does. ``"auto"`` (default): 0.3 for separate experiments (several
+        batches, and some batch without a single paired cell: an RNA-only or ATAC-only
+        experiment, whose encoder meets its batch effect with no paired cell to align
+        it), 0 otherwise or with ``atac_input="tfidf"``, which cannot read an expected
+        profile. The choice is stored in :attr:`config`.
     output_covariates
         Also feed the covariates to the decoders' output layers: a per-feature offset
         of every batch (and covariate category) on the logits, so that an additive batch
-        effect on a feature is modelled exactly.
+        effect on a feature is modelled exactly. ``None`` (default): on where
+        batch-swap consistency is.
     cell_factor_hidden
         Width of the hidden layer of the network that reads the ATAC cell factor (the
         cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
@@ -130,8 +149,8 @@ class SCAMORT:
         single_views: Literal["auto", "all", "sample"] = "auto",
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
-        cycle_weight: float = 0.0,
-        output_covariates: bool = False,
+        cycle_weight: float | Literal["auto"] = "auto",
+        output_covariates: bool | None = None,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
         seed: int = 0,
@@ -143,6 +162,16 @@ class SCAMORT:
         check_option("single_views", single_views, {"auto", "all", "sample"})
         if single_views == "auto":
             single_views = "sample" if _paired_fraction(cells.mask) > 0.5 else "all"
+        if isinstance(cycle_weight, str):
+            if cycle_weight != "auto":
+                raise ValueError(
+                    f"cycle_weight must be a number >= 0 or 'auto', got {cycle_weight!r}."
+                )
+            separate = _single_modality_batches(cells.mask, cells.cov[:, 0])
+            # (TF-IDF input cannot read an expected profile: off with it)
+            cycle_weight = CYCLE_WEIGHT if separate and atac_input != "tfidf" else 0.0
+        if output_covariates is None:
+            output_covariates = cycle_weight > 0
         config = ModuleConfig(
             n_features={m: len(f) for m, f in zip(spec.modalities, spec.features)},
             likelihoods={m: chosen[k] for m, k in zip(spec.modalities, spec.kinds)},
