@@ -221,6 +221,9 @@ def main(argv=None):
         help='JSON {"multivi": {...}, "train": {...}} for the MULTIVI fit (needs --multivi-tag)',
     )
     p.add_argument("--multivi-tag", default="", help="label of the MULTIVI set-up")
+    p.add_argument(
+        "--methods", nargs="+", default=["scamort", "multivi"], choices=["scamort", "multivi"]
+    )
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
     p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
@@ -245,6 +248,8 @@ def run(args) -> None:
         if options[method] and not tags[method]:
             raise SystemExit(f"--{method}-options needs a tag that names the set-up")
     for method, epochs in (("scamort", args.scamort_epochs), ("multivi", args.multivi_epochs)):
+        if method not in args.methods:
+            continue
         tag = f" [{tags[method]}]" if tags[method] else ""
         name = f"{method}{tag}, {epochs or 'default'} epochs"
         slug = "".join(c if c.isalnum() else "_" for c in tag)

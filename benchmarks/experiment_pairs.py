@@ -1,0 +1,111 @@
+"""Which experiments an embedding brings together: iLISI over each pair of experiments.
+
+On a separate-experiments design (``sim_experiments``, ``snare_libraries``) every cell
+belongs to the paired, the RNA-only or the ATAC-only experiment. For each pair, iLISI
+over the two experiments' cells (in the embedding of those cells alone) is set against
+its ceiling, the same with the experiment labels shuffled within cell types (what the
+embedding's geometry and the experiments' compositions allow). For fits, also how far
+apart a paired cell's RNA-alone and ATAC-alone embeddings lie (iLISI of the two views,
+and the mean offset and distance between them against the spread of the cells), and the
+quality measures of quality.py.
+
+    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 --tag default
+    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 --tag truth
+    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 \\
+        --tag "cycle 1" --options '{"model": {"cycle_weight": 1}}'
+
+Each run appends one JSON line to ``docs/experiment_pairs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from batch_mixing import shuffled_within
+from quality import (
+    _neighbors,
+    append_row,
+    block_mixing,
+    cluster_scores,
+    fit_scamort,
+    load,
+    true_latent,
+    truth_scores,
+)
+
+HERE = Path(__file__).resolve().parent
+PAIRS = [("paired", "rna_only"), ("paired", "atac_only"), ("rna_only", "atac_only")]
+
+
+def pair_scores(z: np.ndarray, status: np.ndarray, types: np.ndarray, seed: int) -> dict:
+    import scib_metrics
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for a, b in PAIRS:
+        keep = (status == a) | (status == b)
+        nn = _neighbors(z[keep])
+        s = status[keep]
+        out[f"{a}~{b}"] = float(scib_metrics.ilisi_knn(nn, s))
+        out[f"{a}~{b} ceiling"] = float(
+            np.mean(
+                [scib_metrics.ilisi_knn(nn, shuffled_within(s, types[keep], rng)) for _ in range(3)]
+            )
+        )
+    return out
+
+
+def view_gap(rna: np.ndarray, atac: np.ndarray) -> dict:
+    """How far apart the paired cells' RNA-alone and ATAC-alone embeddings lie."""
+    import scib_metrics
+
+    both = np.concatenate([rna, atac])
+    views = np.array(["rna"] * len(rna) + ["atac"] * len(atac))
+    d = rna - atac
+    spread = np.sqrt(((rna - rna.mean(0)) ** 2).sum(1).mean())
+    return {
+        "paired views iLISI": float(scib_metrics.ilisi_knn(_neighbors(both), views)),
+        "view offset / spread": float(np.linalg.norm(d.mean(0)) / spread),
+        "view distance / spread": float(np.sqrt((d**2).sum(1).mean()) / spread),
+    }
+
+
+def main(argv=None) -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="sim_experiments")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="default", help='"truth": the simulator\'s true latent')
+    p.add_argument("--options", default="{}", help="JSON, as quality.py's --options")
+    p.add_argument("--out", default=str(HERE.parent / "docs" / "experiment_pairs.jsonl"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
+    warnings.filterwarnings("ignore")
+    full, split, key = load(args.dataset, args.seed)
+    status = split.obs["modality"].astype(str).to_numpy()
+    types = split.obs[key].astype(str).to_numpy()
+    row = {"dataset": args.dataset, "seed": args.seed, "tag": args.tag}
+    truth = true_latent(full, split)
+    if args.tag == "truth":
+        z = truth
+    else:
+        fit = fit_scamort(split, 0, args.seed, **json.loads(args.options))
+        z = fit["joint"]
+        paired = status == "paired"
+        row.update(view_gap(fit["rna"][paired], fit["atac"][paired]))
+    row.update(pair_scores(z, status, types, args.seed))
+    row.update(cluster_scores(z, split.obs, key, args.seed))
+    row.update(block_mixing(z, split.obs))
+    if truth is not None and args.tag != "truth":
+        row.update(truth_scores(z, truth, split.obs, key))
+    append_row(Path(args.out), row)
+
+
+if __name__ == "__main__":
+    main()
