@@ -207,6 +207,7 @@ def test_bf16_autocast_matches_float32(device):
         {"refine_steps": 2, "adversarial_batch_weight": 1.0},
         {"single_views": "sample", "atac": "poisson"},
         {"atac_input": "tfidf", "encode_covariates": True},
+        {"cycle_weight": 1.0, "output_covariates": True, "encode_covariates": True},
     ],
 )
 def test_a_training_step_reads_nothing_back_from_the_device(options):
