@@ -37,14 +37,15 @@ _LIKELIHOODS = {"rna": ("nb", "zinb"), "atac": ("bernoulli", "poisson")}
 CYCLE_WEIGHT = 0.3
 
 
-def _single_modality_batches(mask: np.ndarray, batch: np.ndarray) -> list[int]:
-    """Codes of the batches in which no cell has every modality, when there are several
-    modalities and batches: separate experiments, whose encoders meet their batch
-    effects with no paired cell of the same batch to align them."""
-    if mask.shape[1] < 2 or len(np.unique(batch)) < 2:
-        return []
+def _has_single_modality_batch(mask: np.ndarray, batch: np.ndarray) -> bool:
+    """Whether, with several modalities and batches, some batch has no cell with every
+    modality: separate experiments, whose encoders meet their batch effects with no
+    paired cell of the same batch to align them."""
+    batches = np.unique(batch)
+    if mask.shape[1] < 2 or len(batches) < 2:
+        return False
     paired = mask.all(axis=1)
-    return [int(b) for b in np.unique(batch) if not paired[batch == b].any()]
+    return any(not paired[batch == b].any() for b in batches)
 
 
 def _paired_fraction(mask: np.ndarray) -> float:
@@ -167,7 +168,7 @@ class SCAMORT:
                 raise ValueError(
                     f"cycle_weight must be a number >= 0 or 'auto', got {cycle_weight!r}."
                 )
-            separate = _single_modality_batches(cells.mask, cells.cov[:, 0])
+            separate = _has_single_modality_batch(cells.mask, cells.cov[:, 0])
             # (TF-IDF input cannot read an expected profile: off with it)
             cycle_weight = CYCLE_WEIGHT if separate and atac_input != "tfidf" else 0.0
         if output_covariates is None:

@@ -211,8 +211,6 @@ class MultiVAE(nn.Module):
             },
             "poisson": {},
         }
-        for o in options.values():
-            o["output_covariates"] = c.output_covariates
         options["zinb"] = {**options["nb"], "zero_inflated": True}
         return DECODERS[lik](
             c.n_latent,
@@ -221,6 +219,7 @@ class MultiVAE(nn.Module):
             c.n_hidden,
             c.n_layers_decoder,
             c.dropout,
+            output_covariates=c.output_covariates,
             **options[lik],
         )
 
@@ -368,11 +367,12 @@ class MultiVAE(nn.Module):
             loc, scale = experts[j].loc[idx], experts[j].scale[idx]
             other = cov[idx].clone()
             other[:, 0] = other[torch.randperm(len(rows), device=mask.device), 0]
+            other_1hot = self.covariates(other)
             with torch.no_grad():
                 x_swap = self.decoders[m].expected_input(
-                    loc, self.covariates(other), log_sizes[m][idx], other[:, 0]
+                    loc, other_1hot, log_sizes[m][idx], other[:, 0]
                 )
-            cov_in = self.covariates(other) if self.config.encode_covariates else None
+            cov_in = other_1hot if self.config.encode_covariates else None
             q_swap = self.encoders[m](x_swap, cov_in)
             target = Normal(loc.detach(), scale.detach(), validate_args=False)
             total = total + weight * kl_divergence(q_swap, target).sum()

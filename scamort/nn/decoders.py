@@ -177,9 +177,6 @@ class BernoulliDecoder(_Decoder):
 class PoissonDecoder(_Decoder):
     """y_np ~ Poisson(l_n * softmax(f(z, s))_p), l_n the cell's fragment count."""
 
-    def __init__(self, *args, output_covariates: bool = False):
-        super().__init__(*args, output_covariates)
-
     def log_size(self, x):
         return _log_library(x)
 
