@@ -69,3 +69,14 @@ def test_extreme_precisions_stay_finite():
     q = product_of_experts([tight, loose], torch.ones(2, 2))
     assert torch.isfinite(q.loc).all() and torch.isfinite(q.scale).all()
     torch.testing.assert_close(q.loc, torch.ones(2, 2), rtol=1e-6, atol=1e-6)
+
+
+def test_without_the_prior_one_expert_is_itself_and_two_their_closed_form_product():
+    e1, e2 = _expert(seed=1), _expert(seed=2)
+    masks = torch.tensor([[1.0, 0.0]] * 2 + [[1.0, 1.0]] * 3)
+    out = product_of_experts([e1, e2], masks, prior=False)
+    torch.testing.assert_close(out.loc[:2], e1.loc[:2])
+    torch.testing.assert_close(out.scale[:2], e1.scale[:2])
+    p1, p2 = e1.scale[2:] ** -2, e2.scale[2:] ** -2
+    torch.testing.assert_close(out.scale[2:], (p1 + p2) ** -0.5)
+    torch.testing.assert_close(out.loc[2:], (p1 * e1.loc[2:] + p2 * e2.loc[2:]) / (p1 + p2))

@@ -110,11 +110,17 @@ class SCAMORT:
         experiment, whose encoder meets its batch effect with no paired cell to align
         it), 0 otherwise or with ``atac_input="tfidf"``, which cannot read an expected
         profile. The choice is stored in :attr:`config`.
+    cross_cycle_weight
+        Weight of modality-swap consistency (0, default, turns it off): a cell lacking a
+        modality has it decoded from its posterior's mean under the batch and size of a
+        cell of the minibatch that has it, and that modality's encoder must read it back
+        as the same posterior. It ties the experts together on the cells that no paired
+        cell resembles.
     output_covariates
         Also feed the covariates to the decoders' output layers: a per-feature offset
         of every batch (and covariate category) on the logits, so that an additive batch
         effect on a feature is modelled exactly. ``None`` (default): on where
-        batch-swap consistency is.
+        either swap-consistency term is.
     cell_factor_hidden
         Width of the hidden layer of the network that reads the ATAC cell factor (the
         cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
@@ -151,6 +157,7 @@ class SCAMORT:
         atac_input: Literal["binary", "tfidf"] = "binary",
         adversarial_batch_weight: float = 0.0,
         cycle_weight: float | Literal["auto"] = "auto",
+        cross_cycle_weight: float = 0.0,
         output_covariates: bool | None = None,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
@@ -172,7 +179,7 @@ class SCAMORT:
             # (TF-IDF input cannot read an expected profile: off with it)
             cycle_weight = CYCLE_WEIGHT if separate and atac_input != "tfidf" else 0.0
         if output_covariates is None:
-            output_covariates = cycle_weight > 0
+            output_covariates = max(cycle_weight, cross_cycle_weight) > 0
         config = ModuleConfig(
             n_features={m: len(f) for m, f in zip(spec.modalities, spec.features)},
             likelihoods={m: chosen[k] for m, k in zip(spec.modalities, spec.kinds)},
@@ -191,6 +198,7 @@ class SCAMORT:
             atac_input=atac_input,
             adversarial_batch_weight=adversarial_batch_weight,
             cycle_weight=cycle_weight,
+            cross_cycle_weight=cross_cycle_weight,
             output_covariates=output_covariates,
             cell_factor_hidden=cell_factor_hidden,
             peak_sampling=peak_sampling,

@@ -57,6 +57,15 @@ def on_present_rows(
     )
 
 
+def _subsample(rows: np.ndarray) -> tuple[np.ndarray, float]:
+    """At most ``CYCLE_CELLS`` of ``rows``, drawn at random (sorted), and the weight that
+    keeps a sum over them an unbiased estimate of the sum over all ``rows``."""
+    if rows.size <= CYCLE_CELLS:
+        return rows, 1.0
+    keep = rows[torch.randperm(rows.size)[:CYCLE_CELLS].numpy()]
+    return np.sort(keep), rows.size / CYCLE_CELLS
+
+
 def sampled_columns(peak_sampling: float | None, n_peaks: int) -> int | None:
     """The number of peak columns scored per minibatch for ``peak_sampling`` (a fraction
     below 1 or a number from 1 up; None: all, exact)."""
@@ -94,6 +103,7 @@ class ModuleConfig:
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
     cycle_weight: float = 0.0
+    cross_cycle_weight: float = 0.0
     output_covariates: bool = False
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
@@ -118,11 +128,14 @@ class ModuleConfig:
             )
         if not self.cycle_weight >= 0:
             raise ValueError(f"cycle_weight must be >= 0, got {self.cycle_weight}.")
-        if self.cycle_weight > 0 and self.atac_input == "tfidf":
-            raise ValueError(
-                "cycle_weight > 0 re-encodes expected profiles, which atac_input='tfidf' "
-                "cannot read; use atac_input='binary' with it."
-            )
+        if not self.cross_cycle_weight >= 0:
+            raise ValueError(f"cross_cycle_weight must be >= 0, got {self.cross_cycle_weight}.")
+        for name in ("cycle_weight", "cross_cycle_weight"):
+            if getattr(self, name) > 0 and self.atac_input == "tfidf":
+                raise ValueError(
+                    f"{name} > 0 re-encodes expected profiles, which atac_input='tfidf' "
+                    "cannot read; use atac_input='binary' with it."
+                )
         if self.peak_sampling is not None and not self.peak_sampling > 0:
             raise ValueError(f"peak_sampling must be > 0 (or None), got {self.peak_sampling}.")
         if set(self.likelihoods) != set(self.n_features):
@@ -353,30 +366,54 @@ class MultiVAE(nn.Module):
         batch effects; unlike the adversary it asks nothing of the batches' compositions.
         At most ``CYCLE_CELLS`` cells per modality (drawn at random, on the host) are read,
         weighted to keep the estimate of the sum unbiased: the dense decoding and
-        re-encoding of every peak is the term's cost."""
+        re-encoding of every peak is the term's cost.
+
+        With ``cross_cycle_weight > 0``, also the cross-modal swap: a cell lacking
+        modality m has m decoded from the mean of its experts' product (its one expert,
+        for two modalities) under the batch (and size) of a cell of the minibatch that
+        has m, and expert m must read it back as that product."""
+        c = self.config
         total = mask.new_zeros(())
         for j, m in enumerate(self.modalities):
-            rows = np.flatnonzero(has[:, j])
-            if rows.size < 2:
-                continue
-            weight = 1.0
-            if rows.size > CYCLE_CELLS:
-                weight = rows.size / CYCLE_CELLS
-                rows = np.sort(rows[torch.randperm(rows.size)[:CYCLE_CELLS].numpy()])
-            idx = host_index_on(rows, mask.device)
-            loc, scale = experts[j].loc[idx], experts[j].scale[idx]
-            other = cov[idx].clone()
-            other[:, 0] = other[torch.randperm(len(rows), device=mask.device), 0]
-            other_1hot = self.covariates(other)
-            with torch.no_grad():
-                x_swap = self.decoders[m].expected_input(
-                    loc, other_1hot, log_sizes[m][idx], other[:, 0]
+            present = np.flatnonzero(has[:, j])
+            if c.cycle_weight > 0 and present.size >= 2:
+                rows, weight = _subsample(present)
+                idx = host_index_on(rows, mask.device)
+                source = Normal(experts[j].loc[idx], experts[j].scale[idx], validate_args=False)
+                donors = idx[torch.randperm(len(rows), device=mask.device)]
+                total = total + c.cycle_weight * weight * self._swap_kl(
+                    m, source, cov[idx], cov[donors, 0], log_sizes[m][idx]
                 )
-            cov_in = other_1hot if self.config.encode_covariates else None
-            q_swap = self.encoders[m](x_swap, cov_in)
-            target = Normal(loc.detach(), scale.detach(), validate_args=False)
-            total = total + weight * kl_divergence(q_swap, target).sum()
-        return self.config.cycle_weight * total / mask.shape[0]
+            absent = np.flatnonzero(~has[:, j])
+            if c.cross_cycle_weight > 0 and present.size and absent.size:
+                rows, weight = _subsample(absent)
+                idx = host_index_on(rows, mask.device)
+                source = product_of_experts(  # its experts' product, without the prior
+                    [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
+                    mask[idx],
+                    prior=False,
+                )
+                pick = torch.randint(present.size, (rows.size,)).numpy()
+                donors = host_index_on(present[pick], mask.device)
+                total = total + c.cross_cycle_weight * weight * self._swap_kl(
+                    m, source, cov[idx], cov[donors, 0], log_sizes[m][donors]
+                )
+        return total / mask.shape[0]
+
+    def _swap_kl(self, m, source: Normal, cov, batch, log_size) -> torch.Tensor:
+        """Summed KL(q_m(z | x') || source), x' modality m's expected profile decoded from
+        the source's mean under ``batch`` (the cells' other covariates kept), with x' and
+        the source held fixed: only expert m learns from it."""
+        other = cov.clone()
+        other[:, 0] = batch
+        other_1hot = self.covariates(other)
+        loc = source.loc.detach()
+        with torch.no_grad():
+            x_swap = self.decoders[m].expected_input(loc, other_1hot, log_size, other[:, 0])
+        cov_in = other_1hot if self.config.encode_covariates else None
+        q_swap = self.encoders[m](x_swap, cov_in)
+        target = Normal(loc, source.scale.detach(), validate_args=False)
+        return kl_divergence(q_swap, target).sum()
 
     def _refined_loss(self, experts, x, mask, has, cov, log_sizes, kl_weight, steps, lr):
         q = product_of_experts(experts, mask)
@@ -434,7 +471,7 @@ class MultiVAE(nn.Module):
         if self.training and self.batch_classifier is not None:
             codes = cov[host_index_on(cells, mask.device), 0]
             loss = loss + self.adversarial_loss(z, codes)
-        if self.training and self.config.cycle_weight > 0:
+        if self.training and max(self.config.cycle_weight, self.config.cross_cycle_weight) > 0:
             loss = loss + self.cycle_loss(experts, mask, has, cov, log_sizes)
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])
