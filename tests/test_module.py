@@ -356,6 +356,13 @@ def test_batch_swap_consistency_trains_the_encoders_alone_toward_invariance():
         if name.startswith("decoders"):
             assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
     assert all(p.grad is not None for p in module.encoders.parameters())
+    # with the encoders frozen (query training) it is skipped: it could train nothing
+    module.encoders.requires_grad_(False)
+    torch.manual_seed(0)
+    frozen = module.loss(batch).loss
+    torch.manual_seed(0)
+    torch.testing.assert_close(frozen, plain.loss(batch).loss)
+    module.encoders.requires_grad_(True)
 
     def gap(mod, m):  # the cells' profiles decoded under batches 0 and 1, read back:
         j = mod.modalities.index(m)  # distance between the two means, against their spread

@@ -400,6 +400,14 @@ class MultiVAE(nn.Module):
                 )
         return total / mask.shape[0]
 
+    def _swaps_train_encoders(self) -> bool:
+        """Whether a swap-consistency term is on and has an encoder weight to train (its
+        gradient reaches the encoders alone: with them frozen, as in query training, it
+        would cost a decoding and an encoding per step and change nothing)."""
+        c = self.config
+        on = max(c.cycle_weight, c.cross_cycle_weight) > 0
+        return on and any(p.requires_grad for p in self.encoders.parameters())
+
     def _swap_kl(self, m, source: Normal, cov, batch, log_size) -> torch.Tensor:
         """Summed KL(q_m(z | x') || source), x' modality m's expected profile decoded from
         the source's mean under ``batch`` (the cells' other covariates kept), with x' and
@@ -471,7 +479,7 @@ class MultiVAE(nn.Module):
         if self.training and self.batch_classifier is not None:
             codes = cov[host_index_on(cells, mask.device), 0]
             loss = loss + self.adversarial_loss(z, codes)
-        if self.training and max(self.config.cycle_weight, self.config.cross_cycle_weight) > 0:
+        if self.training and self._swaps_train_encoders():
             loss = loss + self.cycle_loss(experts, mask, has, cov, log_sizes)
         # The joint view comes first and covers all n cells in order.
         return LossOutput(loss, rec[:n] - kl[:n], rec[:n], kl[:n])
