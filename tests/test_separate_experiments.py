@@ -78,6 +78,11 @@ def test_batch_swap_consistency_is_on_by_default_for_separate_experiments_only(e
         scamort.SCAMORT(experiments, cycle_weight="on")
     with pytest.raises(ValueError, match="cycle_weight must be >= 0"):
         scamort.SCAMORT(experiments, cycle_weight=-1.0)
+    for bad in ("on", None, float("nan")):  # a clear error, not a TypeError
+        with pytest.raises(ValueError, match="cross_cycle_weight must be >= 0"):
+            scamort.SCAMORT(experiments, cross_cycle_weight=bad)
+    cross_only = scamort.SCAMORT(experiments, cycle_weight=0, cross_cycle_weight=1)
+    assert cross_only.config.output_covariates  # None follows either term
 
 
 def _other_experiment_share(z, status, a, b, k=15):

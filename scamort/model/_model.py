@@ -112,10 +112,10 @@ class SCAMORT:
         profile. The choice is stored in :attr:`config`.
     cross_cycle_weight
         Weight of modality-swap consistency (0, default, turns it off): a cell lacking a
-        modality has it decoded from its posterior's mean under the batch and size of a
-        cell of the minibatch that has it, and that modality's encoder must read it back
-        as the same posterior. It ties the experts together on the cells that no paired
-        cell resembles.
+        modality has it decoded from its experts' mean (the product of the experts it
+        has, without the prior) under the batch and size of a cell of the minibatch that
+        has it, and that modality's encoder must read it back as that product. It ties
+        the experts together on the cells that no paired cell resembles.
     output_covariates
         Also feed the covariates to the decoders' output layers: a per-feature offset
         of every batch (and covariate category) on the logits, so that an additive batch
@@ -178,8 +178,6 @@ class SCAMORT:
             separate = _has_single_modality_batch(cells.mask, cells.cov[:, 0])
             # (TF-IDF input cannot read an expected profile: off with it)
             cycle_weight = CYCLE_WEIGHT if separate and atac_input != "tfidf" else 0.0
-        if output_covariates is None:
-            output_covariates = max(cycle_weight, cross_cycle_weight) > 0
         config = ModuleConfig(
             n_features={m: len(f) for m, f in zip(spec.modalities, spec.features)},
             likelihoods={m: chosen[k] for m, k in zip(spec.modalities, spec.kinds)},

@@ -81,6 +81,13 @@ def check_option(name: str, value, valid) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(valid)}.")
 
 
+def check_weight(name: str, value) -> None:
+    """Raise a ValueError unless ``value`` is a real number >= 0 (NaN and strings fail)."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not (real and value >= 0):
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
+
 @dataclass(frozen=True)
 class ModuleConfig:
     """Every hyperparameter of the module; saved as JSON next to the weights."""
@@ -104,7 +111,7 @@ class ModuleConfig:
     adversarial_batch_weight: float = 0.0
     cycle_weight: float = 0.0
     cross_cycle_weight: float = 0.0
-    output_covariates: bool = False
+    output_covariates: bool | None = False  # None: on where a swap-consistency term is
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
     # (>= 1) of the peak columns per minibatch (unbiased); None: every column
@@ -117,19 +124,16 @@ class ModuleConfig:
         check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
         check_option("single_views", self.single_views, {"all", "sample"})
         check_option("atac_input", self.atac_input, {"binary", "tfidf"})
-        if not self.adversarial_batch_weight >= 0:
-            raise ValueError(
-                f"adversarial_batch_weight must be >= 0, got {self.adversarial_batch_weight}."
-            )
+        for name in ("adversarial_batch_weight", "cycle_weight", "cross_cycle_weight"):
+            check_weight(name, getattr(self, name))
         if self.adversarial_batch_weight > 0 and self.n_categories[0] < 2:
             raise ValueError(
                 "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
                 "a batch_key that has at least two batches."
             )
-        if not self.cycle_weight >= 0:
-            raise ValueError(f"cycle_weight must be >= 0, got {self.cycle_weight}.")
-        if not self.cross_cycle_weight >= 0:
-            raise ValueError(f"cross_cycle_weight must be >= 0, got {self.cross_cycle_weight}.")
+        if self.output_covariates is None:
+            on = max(self.cycle_weight, self.cross_cycle_weight) > 0
+            object.__setattr__(self, "output_covariates", on)
         for name in ("cycle_weight", "cross_cycle_weight"):
             if getattr(self, name) > 0 and self.atac_input == "tfidf":
                 raise ValueError(
