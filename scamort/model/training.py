@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 
 from ..data import (
     make_loader,
@@ -21,7 +22,7 @@ from ..data import (
 from ..data.backed import BackedCells, ChunkBatches
 from ..data.loaders import Placement, holdout
 from ..train import AtomicCheckpointIO, EarlyStopping, History, TrainingPlan
-from .access import _grad_flags_kept
+from ..train.plan import encoders_learn, only_encoders_learn
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -40,6 +41,7 @@ def train(
     early_stopping_patience: int = 10,
     validation_fraction: float = 0.1,
     final_epochs: int | None = None,
+    heldout_encoders: bool = False,
     kl_warmup_epochs: float | None = None,
     seed: int = 0,
     progress_bar: bool = True,
@@ -135,7 +137,7 @@ def train(
     ):
         raise ValueError(f"final_epochs must be an integer >= 0, got {final_epochs!r}.")
     if isinstance(self._cells, BackedCells):
-        train_loader, val_loader = self._chunk_loaders(
+        train_loader, val_loader, heldout_loader = self._chunk_loaders(
             validation_fraction, batch_size, seed, buffer_chunks
         )
         store, resident = None, False
@@ -155,6 +157,9 @@ def train(
             if len(val_idx)
             else None
         )
+
+        def heldout_loader(step):
+            return make_loader(store, val_idx, step, True, seed + 2, resident, pin)
 
         def all_cells_loader():
             return make_loader(store, np.arange(n), batch_size, True, seed + 1, resident, pin)
@@ -210,9 +215,17 @@ def train(
         "precision": precision,
         "progress_bar": progress_bar,
     }
+    fit_loader = train_loader
+    if heldout_encoders and val_loader is not None and encoders_learn(self.module):
+        # as many held-out minibatches as training ones, each its share of the cells
+        step = -(-_n_cells(val_loader) // max(len(train_loader), 1))
+        with _quiet_lightning():
+            fit_loader = CombinedLoader(
+                {"fit": train_loader, "encoders": heldout_loader(max(step, 1))}, "max_size_cycle"
+            )
     trainer = _fit(
         plan_with(warmup),
-        train_loader,
+        fit_loader,
         val_loader,
         callbacks,
         max_epochs,
@@ -225,9 +238,9 @@ def train(
     rows = [{**r, "all_cells": False} for r in history.rows]
     if final_epochs is None:  # a third of the epochs early stopping let run
         final_epochs = -(-len(rows) // 3)
-    if early_stopping and final_epochs > 0 and _encoders_learn(self.module):
+    if early_stopping and final_epochs > 0 and encoders_learn(self.module):
         final = History()
-        with _encoders_only(self.module):
+        with only_encoders_learn(self.module):
             trainer = _fit(
                 plan_with(0.0, lr / 10), all_cells_loader(), None, [final], final_epochs,
                 None, seed + 1, **fit,
@@ -286,21 +299,6 @@ def _fit(
     return trainer
 
 
-def _encoders_learn(module) -> bool:
-    return any(p.requires_grad for p in module.encoders.parameters())
-
-
-@contextlib.contextmanager
-def _encoders_only(module):
-    """Only the encoders' (trainable) weights learn inside; every flag restored on exit."""
-    encoders = {id(p) for p in module.encoders.parameters()}
-    with _grad_flags_kept(module):
-        for p in module.parameters():
-            if id(p) not in encoders:
-                p.requires_grad_(False)
-        yield
-
-
 def default_epochs(n_cells: int) -> int:
     """``max_epochs=None``: ``clip(round(3e5 / n_cells), 20, 400)``."""
     return int(np.clip(round(3e5 / n_cells), 20, 400))
@@ -316,7 +314,8 @@ def default_warmup(max_epochs, default_epochs, max_steps, steps_per_epoch) -> fl
 
 
 def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):
-    """Train and validation loaders over the chunks of backed data (whole chunks held out)."""
+    """Train and validation loaders over the chunks of backed data (whole chunks held
+    out), and a function of a step size giving a shuffled loader over the held-out ones."""
     train_ids, val_ids = holdout(len(self._cells.chunks()), validation_fraction, seed)
     train = ChunkBatches(self._cells, train_ids, batch_size, True, seed, buffer_chunks)
     val = (
@@ -324,7 +323,18 @@ def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):
         if len(val_ids)
         else None
     )
-    return train, val
+
+    def heldout(step):
+        return ChunkBatches(self._cells, val_ids, step, True, seed + 2, buffer_chunks)
+
+    return train, val, heldout
+
+
+def _n_cells(loader) -> int:
+    """The cells a (validation) loader visits."""
+    if isinstance(loader, ChunkBatches):
+        return int(loader._sizes.sum())
+    return len(loader.dataset)
 
 
 def _resume_path(resume, checkpoint_dir) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import numpy as np
 import torch
@@ -18,6 +20,27 @@ def kl_weight(epoch: int, step_in_epoch: int, steps_per_epoch: int, warmup_epoch
         return 1.0
     progress = epoch + step_in_epoch / max(steps_per_epoch, 1)
     return min(1.0, progress / warmup_epochs)
+
+
+def encoders_learn(module: MultiVAE) -> bool:
+    """Whether any encoder weight trains (not so in a query with frozen encoders)."""
+    return any(p.requires_grad for p in module.encoders.parameters())
+
+
+@contextlib.contextmanager
+def only_encoders_learn(module: MultiVAE):
+    """Inside, every weight outside the encoders is held fixed (the encoders' own flags
+    are kept); every flag is restored on exit."""
+    encoders = {id(p) for p in module.encoders.parameters()}
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p in module.parameters():
+            if id(p) not in encoders:
+                p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class TrainingPlan(L.LightningModule):
@@ -52,11 +75,24 @@ class TrainingPlan(L.LightningModule):
         self.kl_weights: list[float] = []
 
     def training_step(self, batch, batch_idx):
+        # {"fit": cells, "encoders": held-out cells}: the held-out cells' ELBO trains the
+        # encoders alone (the decoders, which early stopping judges on those cells, never
+        # learn from them)
+        held = None
+        if isinstance(batch, dict) and "fit" in batch:
+            batch, held = batch["fit"], batch["encoders"]
         batch = self._gather(batch)
         steps = self.trainer.num_training_batches
         w = kl_weight(self.current_epoch, batch_idx, steps, self.warmup_epochs)
         out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
         n = batch["mask"].shape[0]
+        loss = out.loss
+        if held is not None:
+            held = self._gather(held)
+            m = held["mask"].shape[0]
+            with only_encoders_learn(self.module):
+                held_loss = self.module.loss(held, w, self.refine_steps, self.refine_lr).loss
+            loss = (n * loss + m * held_loss) / (n + m)
         # Epoch means only; under DDP they are averaged over the ranks once per epoch.
         # Only tensors already on the device are logged: logging a Python number would
         # copy it to the device (a synchronisation) every step. The KL weight, a host
@@ -65,7 +101,7 @@ class TrainingPlan(L.LightningModule):
         self.log("train_loss", out.loss, prog_bar=True, **log)
         self.log("elbo_train", out.elbo.mean(), **log)
         self.kl_weights.append(w)
-        return out.loss
+        return loss
 
     def validation_step(self, batch, batch_idx):
         batch = self._gather(batch)
