@@ -124,6 +124,35 @@ def test_backed_errors_are_specific(sim_file):
     ro.file.close()
 
 
+def test_backed_held_out_chunks_train_the_encoders_every_epoch(sim_file, monkeypatch):
+    """Backed data hold out whole chunks; with heldout_encoders=True every step also
+    reads a minibatch of them (for the encoders), and each epoch covers all their cells."""
+    from scamort.data.loaders import holdout
+    from scamort.train import TrainingPlan
+
+    held_sizes = []
+    step_loss = TrainingPlan.step_loss
+
+    def spy(self, batch, held, w):
+        held_sizes.append(None if held is None else held["mask"].shape[0])
+        return step_loss(self, batch, held, w)
+
+    monkeypatch.setattr(TrainingPlan, "step_loss", spy)
+    mdata = md.read_h5mu(sim_file, backed=True)
+    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch", chunk_size=100)
+    model = scamort.SCAMORT(mdata, n_hidden=16, seed=0)
+    model.train(
+        max_epochs=2, batch_size=128, heldout_encoders=True, final_epochs=0, progress_bar=False
+    )
+    chunks = model._cells.chunks()
+    n_held = sum(chunks[i][1] - chunks[i][0] for i in holdout(len(chunks), 0.1, 0)[1])
+    assert n_held > 0 and None not in held_sizes
+    per_epoch = len(held_sizes) // 2
+    assert sum(held_sizes[:per_epoch]) >= n_held
+    assert np.isfinite(model.get_latent_representation()).all()
+    mdata.file.close()
+
+
 # ---- several processes -------------------------------------------------------------------
 DDP_SCRIPT = """
 import sys, warnings

@@ -189,3 +189,70 @@ def test_the_final_pass_embeds_the_held_out_cells_like_the_others():
     assert all(p.requires_grad for p in model.module.parameters())  # flags restored
     with pytest.raises(ValueError, match="final_epochs"):
         model.train(max_epochs=1, final_epochs=-1)
+
+
+def test_held_out_cells_train_the_encoders_alone(tiny_mdata):
+    """With a minibatch of held-out cells beside the training one, every weight outside
+    the encoders gets exactly the gradient of the training cells alone (weighted by
+    their share of the step's cells): the decoders, which early stopping judges on the
+    held-out cells, never learn from them; each encoder's gradient changes."""
+    import torch
+
+    from scamort.train import TrainingPlan
+
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=16, seed=0)
+    store = model._cells.tensors
+    plan = TrainingPlan(model.module, 1e-3, 0.0, 0.0)
+    fit, held = store.batch(np.arange(200)), store.batch(np.arange(200, 300))
+
+    def gradients(held_batch):
+        model.module.zero_grad()
+        torch.manual_seed(0)
+        loss, _ = plan.step_loss(fit, held_batch, 1.0)
+        loss.backward()
+        return {k: p.grad.clone() for k, p in model.module.named_parameters()}
+
+    alone, both = gradients(None), gradients(held)
+    for k, g in alone.items():
+        if not k.startswith("encoders."):
+            torch.testing.assert_close(both[k], g * 200 / 300, msg=k)
+    for m in model.module.encoders:
+        names = [k for k in alone if k.startswith(f"encoders.{m}.")]
+        assert any(not torch.allclose(both[k], alone[k] * 200 / 300) for k in names), m
+    assert all(p.requires_grad for p in model.module.parameters())  # flags restored
+
+
+def test_held_out_cells_trained_by_the_encoders_are_embedded_like_the_others():
+    """heldout_encoders=True: the held-out paired cells' RNA and ATAC views end up about
+    as close (FOSCTTM) as those of the cells the decoders learn from, without a final
+    pass; the held-out ELBO still drives early stopping and no epoch is all-cells."""
+    from scamort.data.loaders import holdout
+    from scamort.metrics import foscttm_per_cell
+
+    mdata = scamort.datasets.simulate_multiome(n_cells=1500, n_genes=200, n_peaks=600, seed=0)
+    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+    held = np.zeros(mdata.n_obs, dtype=bool)
+    held[holdout(mdata.n_obs, 0.1, 0)[1]] = True
+    paired = mdata.obs["modality"].to_numpy() == "paired"
+    gaps = {}
+    for heldout_encoders in (False, True):
+        model = scamort.SCAMORT(mdata, n_hidden=32, seed=0)
+        model.train(
+            max_epochs=40,
+            batch_size=128,
+            seed=0,
+            final_epochs=0,
+            heldout_encoders=heldout_encoders,
+            progress_bar=False,
+        )
+        assert not model.history["all_cells"].any()
+        assert model.history["elbo_validation"].notna().all()
+        f = foscttm_per_cell(
+            model.get_latent_representation(modality="rna")[paired],
+            model.get_latent_representation(modality="atac")[paired],
+        )
+        gaps[heldout_encoders] = f[held[paired]].mean() - f[~held[paired]].mean()
+    assert gaps[False] > 0.02, gaps  # cells the encoders never saw are embedded worse
+    # measured: FOSCTTM gap 0.041 without, -0.014 with (the held-out cells' views closer)
+    assert abs(gaps[True]) < 0.5 * gaps[False], gaps

@@ -84,15 +84,8 @@ class TrainingPlan(L.LightningModule):
         batch = self._gather(batch)
         steps = self.trainer.num_training_batches
         w = kl_weight(self.current_epoch, batch_idx, steps, self.warmup_epochs)
-        out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
+        loss, out = self.step_loss(batch, None if held is None else self._gather(held), w)
         n = batch["mask"].shape[0]
-        loss = out.loss
-        if held is not None:
-            held = self._gather(held)
-            m = held["mask"].shape[0]
-            with only_encoders_learn(self.module):
-                held_loss = self.module.loss(held, w, self.refine_steps, self.refine_lr).loss
-            loss = (n * loss + m * held_loss) / (n + m)
         # Epoch means only; under DDP they are averaged over the ranks once per epoch.
         # Only tensors already on the device are logged: logging a Python number would
         # copy it to the device (a synchronisation) every step. The KL weight, a host
@@ -102,6 +95,18 @@ class TrainingPlan(L.LightningModule):
         self.log("elbo_train", out.elbo.mean(), **log)
         self.kl_weights.append(w)
         return loss
+
+    def step_loss(self, batch: dict, held: dict | None, w: float):
+        """The loss a step minimises, and the module's output on ``batch``. With ``held``
+        (a minibatch of the cells held out for early stopping) the mean runs over both
+        minibatches' cells, the held-out ones' ELBO reaching the encoders alone."""
+        out = self.module.loss(batch, w, self.refine_steps, self.refine_lr)
+        if held is None:
+            return out.loss, out
+        n, m = batch["mask"].shape[0], held["mask"].shape[0]
+        with only_encoders_learn(self.module):
+            held_loss = self.module.loss(held, w, self.refine_steps, self.refine_lr).loss
+        return (n * out.loss + m * held_loss) / (n + m), out
 
     def validation_step(self, batch, batch_idx):
         batch = self._gather(batch)
