@@ -250,6 +250,7 @@ class SCAMORT:
     get_latent_representation = latent.get_latent_representation
     write_latent_representation = latent.write_latent_representation
     _check_latent_options = latent._check_latent_options
+    _check_prior = latent._check_prior
     _latent = latent._latent
 
     # ---- normalized values and imputation (values.py) ------------------------------------

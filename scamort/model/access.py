@@ -57,17 +57,25 @@ def _batches(self, cells: CellData | BackedCells, indices, batch_size: int):
         yield _to(store.batch(idx[start : start + batch_size]), self.device)
 
 
-def _posterior(self, batch: dict, modality: str, paired: str = "product") -> Normal:
+def _posterior(
+    self, batch: dict, modality: str, paired: str = "product", prior: bool = True
+) -> Normal:
     """q(z | the cell's modalities) for 'joint', or one expert with the prior.
 
     ``paired="average"`` (joint only): the equal mixture of the cell's single-modality
     posteriors, as its moment-matched Gaussian (mean: the average of their means);
-    a cell with one modality gets that modality's posterior either way."""
+    a cell with one modality gets that modality's posterior either way.
+    ``prior=False``: the same of the experts alone, the prior left out of every product
+    (a single-modality one is then that modality's expert itself)."""
     mask = batch["mask"]
     experts = self.module.experts(batch["x"], mask, batch["cov"], batch["mask_host"])
     if modality != "joint" or paired == "product":
-        return product_of_experts(experts, self._view_mask(mask, modality))
-    singles = [product_of_experts(experts, self._view_mask(mask, m)) for m in self.spec.modalities]
+        return product_of_experts(experts, self._view_mask(mask, modality), prior=prior)
+    singles = (
+        [product_of_experts(experts, self._view_mask(mask, m)) for m in self.spec.modalities]
+        if prior
+        else experts  # rows of cells lacking m are placeholders, weighted 0 below
+    )
     w = (mask / mask.sum(1, keepdim=True)).T[..., None]  # (M, N, 1)
     loc = torch.stack([q.loc for q in singles])
     mean = (w * loc).sum(0)

@@ -35,6 +35,7 @@ def get_latent_representation(
     return_elbo: bool = False,
     seed: int = 0,
     paired: Literal["auto", "product", "average"] = "auto",
+    prior: bool | Literal["auto"] = True,
 ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
     """Posterior of z for each cell, shape (n_cells, n_latent).
 
@@ -59,8 +60,19 @@ def get_latent_representation(
     Cells with one modality get the same embedding either way. Refinement and
     ``return_elbo`` apply to the product posterior. ``"auto"`` (default) is
     ``"average"``, or ``"product"`` when refining or returning the ELBO.
+
+    ``prior`` is whether the standard normal prior is one of the experts multiplied
+    into each posterior (True: the posterior the model was trained with). A modality
+    whose expert reads a cell less sharply has it drawn nearer the origin, by an amount
+    that differs between modalities, which keeps RNA-only and ATAC-only cells apart in
+    the embedding; ``False`` embeds each cell by its experts alone (a single-modality
+    cell at its expert's mean; a paired cell as ``paired`` says, of the experts). The
+    benchmarks compare the two. Refinement and ``return_elbo`` work on the posterior
+    and need ``prior=True``; ``"auto"`` is False, or True when refining or returning
+    the ELBO.
     """
     paired = self._check_latent_options(modality, paired, refine_steps > 0 or return_elbo)
+    prior = self._check_prior(prior, refine_steps > 0 or return_elbo)
     return self._latent(
         self._cell_data(data),
         modality,
@@ -74,7 +86,22 @@ def get_latent_representation(
         return_elbo,
         seed,
         paired,
+        prior,
     )
+
+
+def _check_prior(self, prior, refining: bool) -> bool:
+    """Validate ``prior``; return it with ``"auto"`` resolved."""
+    if not (isinstance(prior, (bool, np.bool_)) or prior == "auto"):
+        raise ValueError(f"prior={prior!r} is not valid; choose True, False or 'auto'.")
+    if isinstance(prior, str):
+        return refining
+    if not prior and refining:
+        raise ValueError(
+            "refinement (refine_steps, return_elbo) works on the posterior, prior "
+            "included: pass prior=True (or 'auto') to refine."
+        )
+    return bool(prior)
 
 
 def _check_latent_options(self, modality: str, paired: str, refining: bool) -> str:
@@ -110,12 +137,13 @@ def _latent(
     return_elbo,
     seed,
     paired="product",
+    prior=True,
 ):
     gen = torch.Generator(device=self.device).manual_seed(seed)
     zs, before, after = [], [], []
     for batch in self._batches(cells, indices, batch_size):
         with torch.no_grad():
-            q = self._posterior(batch, modality, paired)
+            q = self._posterior(batch, modality, paired, prior)
         loc, scale = q.loc, q.scale
         if refine_steps > 0 or return_elbo:
             with _frozen(self.module), torch.enable_grad():
@@ -162,6 +190,7 @@ def write_latent_representation(
     refine_lr: float = 0.05,
     seed: int = 0,
     paired: Literal["auto", "product", "average"] = "auto",
+    prior: bool | Literal["auto"] = True,
 ) -> None:
     """Put the latent means in ``data.obsm[key]``.
 
@@ -172,6 +201,7 @@ def write_latent_representation(
     NaN. See :meth:`get_latent_representation` for the arguments.
     """
     paired = self._check_latent_options(modality, paired, refine_steps > 0)
+    prior = self._check_prior(prior, refine_steps > 0)
     data = self.data if data is None else data
     cells = self._cell_data(data)
 
@@ -189,6 +219,7 @@ def write_latent_representation(
             return_elbo=False,
             seed=seed,
             paired=paired,
+            prior=prior,
         )
 
     if not isinstance(cells, BackedCells):
