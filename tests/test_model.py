@@ -290,6 +290,46 @@ def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality
         trained.get_latent_representation(paired="mixture")
 
 
+def test_prior_false_embeds_each_cell_by_its_experts_alone(trained):
+    """Without the prior a single-modality latent is its expert's mean, and with it the
+    closed-form product with N(0, 1): mean * tau / (1 + tau), tau the expert's
+    precision; paired cells average their experts' means; unpaired ones sit at their
+    one expert's mean in the joint latent. Refinement needs the prior."""
+    import torch
+
+    from scamort.model.access import _frozen
+
+    store = trained._cells.tensors
+    cells = np.arange(store.n_cells)
+    with _frozen(trained.module), torch.no_grad():
+        b = store.batch(cells)
+        experts = trained.module.experts(b["x"], b["mask"], b["cov"], b["mask_host"])
+    mask = store.mask_host
+    for j, m in enumerate(trained.spec.modalities):
+        loc, prec = experts[j].loc.numpy(), experts[j].scale.numpy() ** -2.0
+        alone = trained.get_latent_representation(modality=m, prior=False)
+        with_prior = trained.get_latent_representation(modality=m, prior=True)
+        has = mask[:, j]
+        np.testing.assert_allclose(alone[has], loc[has], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            with_prior[has], (loc * prec / (1 + prec))[has], rtol=1e-4, atol=1e-5
+        )
+        assert np.isnan(alone[~has]).all()
+        only = has & (mask.sum(1) == 1)
+        joint = trained.get_latent_representation(prior=False)
+        np.testing.assert_allclose(joint[only], loc[only], rtol=1e-4, atol=1e-5)
+    paired = mask.all(1)
+    locs = [e.loc.numpy() for e in experts]
+    np.testing.assert_allclose(joint[paired], np.mean(locs, 0)[paired], rtol=1e-4, atol=1e-5)
+    product = trained.get_latent_representation(prior=False, paired="product")
+    assert np.isfinite(product).all() and not np.allclose(product[paired], joint[paired])
+    assert np.array_equal(trained.get_latent_representation(prior="auto"), joint)
+    with pytest.raises(ValueError, match="prior=True .or 'auto'. to refine"):
+        trained.get_latent_representation(prior=False, refine_steps=2)
+    with pytest.raises(ValueError, match="prior='no' is not valid"):
+        trained.get_latent_representation(prior="no")
+
+
 def test_adversarial_batch_mixing_removes_batch_signal_and_keeps_cell_types(tmp_path):
     """A linear probe on the latent tells the batch less well with the adversary, and the
     cell types as well as without it; the classifier is saved and loaded with the model."""
