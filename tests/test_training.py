@@ -253,6 +253,8 @@ def test_held_out_cells_trained_by_the_encoders_are_embedded_like_the_others():
             model.get_latent_representation(modality="atac")[paired],
         )
         gaps[heldout_encoders] = f[held[paired]].mean() - f[~held[paired]].mean()
+    with pytest.raises(ValueError, match="heldout_encoders must be True or False"):
+        model.train(max_epochs=1, heldout_encoders="yes")
     assert gaps[False] > 0.02, gaps  # cells the encoders never saw are embedded worse
     # measured: FOSCTTM gap 0.041 without, -0.014 with (the held-out cells' views closer)
     assert abs(gaps[True]) < 0.5 * gaps[False], gaps

@@ -144,6 +144,8 @@ def train(
         isinstance(final_epochs, (int, np.integer)) and final_epochs >= 0
     ):
         raise ValueError(f"final_epochs must be an integer >= 0, got {final_epochs!r}.")
+    if not isinstance(heldout_encoders, (bool, np.bool_)):
+        raise ValueError(f"heldout_encoders must be True or False, got {heldout_encoders!r}.")
     if isinstance(self._cells, BackedCells):
         train_loader, val_loader, heldout_loader = self._chunk_loaders(
             validation_fraction, batch_size, seed, buffer_chunks
