@@ -159,9 +159,7 @@ def fit_multivi(split, epochs: int, seed: int, **kw):
     return _outputs(
         split,
         time.perf_counter() - t,
-        lambda modality="joint": model.get_latent_representation(
-            modality=modality, **kw.get("latent", {})
-        ),
+        lambda modality="joint": model.get_latent_representation(modality=modality),
         ("expression", "accessibility"),
         lambda cells: model.get_normalized_expression(indices=cells),
         lambda cells: model.get_normalized_accessibility(indices=cells),
@@ -325,9 +323,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
     warnings.filterwarnings("ignore")
     full, split, label_key = load(dataset, seed)
-    fit_options = {
-        k: v for k, v in options.items() if k in ("model", "train", "latent", "multivi")
-    }
+    fit_options = {k: v for k, v in options.items() if k in ("model", "train", "latent", "multivi")}
     truth = true_latent(full, split)
     if method == "truth":
         row = {"dataset": dataset, "method": method, "seed": seed, "epochs": 0}

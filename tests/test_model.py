@@ -305,6 +305,7 @@ def test_prior_false_embeds_each_cell_by_its_experts_alone(trained):
         b = store.batch(cells)
         experts = trained.module.experts(b["x"], b["mask"], b["cov"], b["mask_host"])
     mask = store.mask_host
+    joint = trained.get_latent_representation(prior=False)
     for j, m in enumerate(trained.spec.modalities):
         loc, prec = experts[j].loc.numpy(), experts[j].scale.numpy() ** -2.0
         alone = trained.get_latent_representation(modality=m, prior=False)
@@ -316,7 +317,6 @@ def test_prior_false_embeds_each_cell_by_its_experts_alone(trained):
         )
         assert np.isnan(alone[~has]).all()
         only = has & (mask.sum(1) == 1)
-        joint = trained.get_latent_representation(prior=False)
         np.testing.assert_allclose(joint[only], loc[only], rtol=1e-4, atol=1e-5)
     paired = mask.all(1)
     locs = [e.loc.numpy() for e in experts]

@@ -19,6 +19,7 @@ from ..data.setup import Data
 from ..module import product_of_experts
 from ..module.refine import LogLik
 from ..module.vae import check_option
+from ..train.plan import grad_flags_kept
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -152,21 +153,10 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 @contextlib.contextmanager
-def _grad_flags_kept(module: torch.nn.Module):
-    """Every parameter's ``requires_grad`` restored on exit, whatever was set inside."""
-    flags = [p.requires_grad for p in module.parameters()]
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
 def _frozen(module: torch.nn.Module):
     """Evaluation mode and no parameter gradients inside; both restored on exit."""
     training = module.training
-    with _grad_flags_kept(module):
+    with grad_flags_kept(module):
         module.eval()
         module.requires_grad_(False)
         try:

@@ -168,7 +168,8 @@ def train(
             else None
         )
 
-        def heldout_loader(step):
+        def heldout_loader(n_steps):
+            step = max(1, -(-len(val_idx) // n_steps))
             return make_loader(store, val_idx, step, True, seed + 2, resident, pin)
 
         def all_cells_loader():
@@ -228,10 +229,10 @@ def train(
     fit_loader = train_loader
     if heldout_encoders and val_loader is not None and encoders_learn(self.module):
         # as many held-out minibatches as training ones, each its share of the cells
-        step = -(-_n_cells(val_loader) // max(len(train_loader), 1))
+        encoders_loader = heldout_loader(max(len(train_loader), 1))
         with _quiet_lightning():
             fit_loader = CombinedLoader(
-                {"fit": train_loader, "encoders": heldout_loader(max(step, 1))}, "max_size_cycle"
+                {"fit": train_loader, "encoders": encoders_loader}, "max_size_cycle"
             )
     trainer = _fit(
         plan_with(warmup),
@@ -325,7 +326,8 @@ def default_warmup(max_epochs, default_epochs, max_steps, steps_per_epoch) -> fl
 
 def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):
     """Train and validation loaders over the chunks of backed data (whole chunks held
-    out), and a function of a step size giving a shuffled loader over the held-out ones."""
+    out), and a function of a number of steps giving a shuffled loader over the held-out
+    ones in about that many minibatches."""
     train_ids, val_ids = holdout(len(self._cells.chunks()), validation_fraction, seed)
     train = ChunkBatches(self._cells, train_ids, batch_size, True, seed, buffer_chunks)
     val = (
@@ -334,17 +336,12 @@ def _chunk_loaders(self, validation_fraction, batch_size, seed, buffer_chunks):
         else None
     )
 
-    def heldout(step):
+    def heldout(n_steps):
+        spans = self._cells.chunks()
+        step = max(1, -(-sum(spans[i][1] - spans[i][0] for i in val_ids) // n_steps))
         return ChunkBatches(self._cells, val_ids, step, True, seed + 2, buffer_chunks)
 
     return train, val, heldout
-
-
-def _n_cells(loader) -> int:
-    """The cells a (validation) loader visits."""
-    if isinstance(loader, ChunkBatches):
-        return int(loader._sizes.sum())
-    return len(loader.dataset)
 
 
 def _resume_path(resume, checkpoint_dir) -> str | None:

@@ -28,19 +28,26 @@ def encoders_learn(module: MultiVAE) -> bool:
 
 
 @contextlib.contextmanager
+def grad_flags_kept(module: torch.nn.Module):
+    """Every parameter's ``requires_grad`` restored on exit, whatever was set inside."""
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
 def only_encoders_learn(module: MultiVAE):
     """Inside, every weight outside the encoders is held fixed (the encoders' own flags
     are kept); every flag is restored on exit."""
     encoders = {id(p) for p in module.encoders.parameters()}
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
+    with grad_flags_kept(module):
         for p in module.parameters():
             if id(p) not in encoders:
                 p.requires_grad_(False)
         yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 class TrainingPlan(L.LightningModule):
