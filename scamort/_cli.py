@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         help="after early stopping, N epochs of the encoders on every cell, held-out ones "
         "included (default: a third of the epochs trained)",
     )
+    fit.add_argument(
+        "--heldout-encoders",
+        action="store_true",
+        help="let the cells held out for early stopping train the encoders (not the "
+        "decoders) at every step: closer paired views, somewhat less modality mixing "
+        "(see docs/benchmarks.md)",
+    )
     fit.add_argument("--batch-key", default=None, help="obs column with the batch")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
@@ -133,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="how X_scamort embeds a paired cell: the product-of-experts posterior, or the "
         "average of its single-modality posteriors (auto: average, product when refining)",
+    )
+    fit.add_argument(
+        "--no-prior",
+        action="store_true",
+        help="embed each cell by its modalities' experts alone, the N(0, I) prior left "
+        "out of the product (more modality mixing on some data; not with --refine-steps)",
     )
     fit.add_argument(
         "--peak-sampling",
@@ -172,6 +185,11 @@ def _input(arg: str) -> tuple[str, str | None]:
 def _check_args(args) -> None:
     if args.backed == (args.out is not None):
         raise UsageError("pass either --out FILE or --backed (results written into INPUT).")
+    if args.no_prior and args.refine_steps > 0:
+        raise UsageError(
+            "--refine-steps refines the posterior, prior included: drop --no-prior to "
+            "refine, or --refine-steps to embed without the prior."
+        )
     if args.paired == "average" and args.refine_steps > 0:
         raise UsageError(
             "--refine-steps refines the product-of-experts posterior: use --paired auto or "
@@ -295,6 +313,7 @@ def fit(args) -> None:
         strategy=args.strategy,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
+        heldout_encoders=args.heldout_encoders,
     )
     if model.global_rank != 0:  # other ranks of a distributed run write nothing
         return
@@ -320,6 +339,7 @@ def fit(args) -> None:
             refine_steps=steps,
             seed=args.seed,
             paired=args.paired if m == "joint" else "auto",
+            prior=not args.no_prior,
         )
     if not args.backed:
         write_atomic(data, args.out)

@@ -47,6 +47,27 @@ def test_fit_mudata_writes_embeddings(tiny_mdata, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_fit_without_prior_and_heldout_encoders(tiny_mdata, tmp_path):
+    """--no-prior writes the embedding of the experts alone (what the saved model gives
+    with prior=False, not with the prior); --heldout-encoders trains."""
+    from scamort import SCAMORT
+
+    src, out, saved = tmp_path / "in.h5mu", tmp_path / "out.h5mu", tmp_path / "model"
+    tiny_mdata.write_h5mu(src)
+    args = ["fit", str(src), "--out", str(out), "--epochs", "3", "--batch-key", "batch"]
+    rc = main([*args, "--no-prior", "--heldout-encoders", "--save-model", str(saved), "--no-progress"])
+    assert rc == 0
+    result = md.read_h5mu(out)
+    model = SCAMORT.load(saved, result)
+    for key, m in (("X_scamort", "joint"), ("X_scamort_rna", "rna")):
+        written = np.asarray(result.obsm[key])
+        rows = np.isfinite(written).all(1)
+        free = model.get_latent_representation(modality=m, prior=False)
+        shrunk = model.get_latent_representation(modality=m, prior=True)
+        np.testing.assert_allclose(written[rows], free[rows], rtol=1e-4, atol=1e-5)
+        assert np.abs(written[rows] - shrunk[rows]).max() > 1e-3
+
+
 def test_fit_anndata(tiny_mdata, tmp_path):
     src, out = tmp_path / "rna.h5ad", tmp_path / "out.h5ad"
     rna = tiny_mdata["rna"].copy()
@@ -80,6 +101,7 @@ def test_fit_anndata(tiny_mdata, tmp_path):
         ([], "say it with --modality rna"),
         (["--modality", "rna", "--batch-key", "donor"], "key 'donor' not found"),
         (["--paired", "average", "--refine-steps", "2"], "use --paired auto or product"),
+        (["--no-prior", "--refine-steps", "2"], "drop --no-prior to refine"),
     ],
 )
 def test_fit_errors_are_clean(tiny_mdata, tmp_path, capsys, args, message):
