@@ -55,7 +55,9 @@ def test_fit_without_prior_and_heldout_encoders(tiny_mdata, tmp_path):
     src, out, saved = tmp_path / "in.h5mu", tmp_path / "out.h5mu", tmp_path / "model"
     tiny_mdata.write_h5mu(src)
     args = ["fit", str(src), "--out", str(out), "--epochs", "3", "--batch-key", "batch"]
-    rc = main([*args, "--no-prior", "--heldout-encoders", "--save-model", str(saved), "--no-progress"])
+    rc = main(
+        [*args, "--no-prior", "--heldout-encoders", "--save-model", str(saved), "--no-progress"]
+    )
     assert rc == 0
     result = md.read_h5mu(out)
     model = SCAMORT.load(saved, result)

@@ -15,7 +15,7 @@ import torch
 
 from ..data.setup import Data
 from ..module import ModuleConfig, MultiVAE
-from ..module.vae import check_option
+from ..module.config import check_option
 from . import (
     access,
     diagnostics,
@@ -121,6 +121,12 @@ class SCAMORT:
         of every batch (and covariate category) on the logits, so that an additive batch
         effect on a feature is modelled exactly. ``None`` (default): on where
         either swap-consistency term is.
+    prior_expert
+        Whether the N(0, I) prior is one expert of every posterior's product (default).
+        ``False``: a cell's posterior is the product of its modalities' experts alone, so
+        a single-modality cell's posterior is its expert, trained as a posterior in its
+        own right (no shrinkage that differs between the modalities); the embeddings
+        then never include the prior.
     cell_factor_hidden
         Width of the hidden layer of the network that reads the ATAC cell factor (the
         cell's capture efficiency) off its peaks; ``None``: ``n_hidden``.
@@ -159,6 +165,7 @@ class SCAMORT:
         cycle_weight: float | Literal["auto"] = "auto",
         cross_cycle_weight: float = 0.0,
         output_covariates: bool | None = None,
+        prior_expert: bool = True,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
         seed: int = 0,
@@ -198,6 +205,7 @@ class SCAMORT:
             cycle_weight=cycle_weight,
             cross_cycle_weight=cross_cycle_weight,
             output_covariates=output_covariates,
+            prior_expert=prior_expert,
             cell_factor_hidden=cell_factor_hidden,
             peak_sampling=peak_sampling,
         )

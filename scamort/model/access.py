@@ -17,8 +17,8 @@ from ..data import (
 from ..data.backed import BackedCells
 from ..data.setup import Data
 from ..module import product_of_experts
+from ..module.config import check_option
 from ..module.refine import LogLik
-from ..module.vae import check_option
 from ..train.plan import grad_flags_kept
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ def _posterior(
     ``prior=False``: the same of the experts alone, the prior left out of every product
     (a single-modality one is then that modality's expert itself)."""
     mask = batch["mask"]
+    prior = prior and self.module.config.prior_expert  # a model trained without it has none
     experts = self.module.experts(batch["x"], mask, batch["cov"], batch["mask_host"])
     if modality != "joint" or paired == "product":
         return product_of_experts(experts, self._view_mask(mask, modality), prior=prior)

@@ -125,7 +125,7 @@ def _differential(
 ) -> pd.DataFrame:
     from scvi.model.base._de_core import _de_core
 
-    from ..module.vae import check_option
+    from ..module.config import check_option
 
     check_option("mode", mode, {"change", "vanilla"})
     modality = model._modality_of(kind)

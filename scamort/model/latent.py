@@ -14,7 +14,7 @@ from ..data import (
 from ..data.backed import BackedCells
 from ..data.setup import Data
 from ..module import refine
-from ..module.vae import check_option
+from ..module.config import check_option
 from .access import (
     _frozen,
     _nan_rows,

@@ -12,7 +12,7 @@ from ..data import (
     DataSpec,
     register,
 )
-from ..module.vae import check_option
+from ..module.config import check_option
 
 # setup_* registrations, keyed by id(data) and checked against a weak reference, so
 # that nothing is ever written into the user's object.

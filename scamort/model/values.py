@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from ..data.setup import Data
-from ..module.vae import check_option
+from ..module.config import check_option
 
 
 @torch.inference_mode()

@@ -1,8 +1,9 @@
 """The torch module and the math it is built from."""
 
+from .config import LossOutput, ModuleConfig
 from .poe import product_of_experts
 from .refine import Refined, elbo, iwae, kl_to_prior, refine
-from .vae import LossOutput, ModuleConfig, MultiVAE
+from .vae import MultiVAE
 
 __all__ = [
     "LossOutput",

@@ -14,9 +14,6 @@ Without ``mask_host`` the mask is copied to the host once per call.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,16 +21,12 @@ from torch.distributions import Distribution, Normal, kl_divergence
 
 from ..nn import DECODERS, GaussianEncoder, SparseRows, one_hot_covariates
 from ..nn.sparse import host_index_on
+from .config import LossOutput, ModuleConfig, sampled_columns
+from .consistency import cycle_loss
 from .poe import product_of_experts
 from .refine import refine
 
-Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
-Dispersion = Literal["gene", "gene-batch"]
-SingleViews = Literal["all", "sample"]
-
-
-# batch-swap consistency reads at most this many cells of each modality per minibatch
-CYCLE_CELLS = 128
+__all__ = ["LossOutput", "ModuleConfig", "MultiVAE"]
 
 
 def host_mask(mask: torch.Tensor, host: np.ndarray | None = None) -> np.ndarray:
@@ -55,114 +48,6 @@ def on_present_rows(
         t.new_full((len(present), *t.shape[1:]), f).index_copy(0, idx, t)
         for t, f in zip(parts, fill)
     )
-
-
-def _subsample(rows: np.ndarray) -> tuple[np.ndarray, float]:
-    """At most ``CYCLE_CELLS`` of ``rows``, drawn at random (sorted), and the weight that
-    keeps a sum over them an unbiased estimate of the sum over all ``rows``."""
-    if rows.size <= CYCLE_CELLS:
-        return rows, 1.0
-    keep = rows[torch.randperm(rows.size)[:CYCLE_CELLS].numpy()]
-    return np.sort(keep), rows.size / CYCLE_CELLS
-
-
-def sampled_columns(peak_sampling: float | None, n_peaks: int) -> int | None:
-    """The number of peak columns scored per minibatch for ``peak_sampling`` (a fraction
-    below 1 or a number from 1 up; None: all, exact)."""
-    if peak_sampling is None:
-        return None
-    k = round(peak_sampling * n_peaks) if peak_sampling < 1 else int(peak_sampling)
-    return max(1, min(k, n_peaks))
-
-
-def check_option(name: str, value, valid) -> None:
-    """Raise one ValueError that lists the valid choices."""
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(valid)}.")
-
-
-def check_weight(name: str, value) -> None:
-    """Raise a ValueError unless ``value`` is a real number >= 0 (NaN and strings fail)."""
-    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not (real and value >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value!r}.")
-
-
-@dataclass(frozen=True)
-class ModuleConfig:
-    """Every hyperparameter of the module; saved as JSON next to the weights."""
-
-    n_features: dict[str, int]
-    likelihoods: dict[str, Likelihood]
-    n_categories: tuple[int, ...] = (1,)
-    n_latent: int = 20
-    n_hidden: int = 256
-    n_layers: int = 1
-    # hidden layers of the encoders / the decoders; None: n_layers
-    n_layers_encoder: int | None = None
-    n_layers_decoder: int | None = None
-    dropout: float = 0.1
-    encode_covariates: bool = False
-    dispersion: Dispersion = "gene"
-    cross_reconstruction: bool = True
-    single_view_weight: float = 1.0
-    single_views: SingleViews = "all"
-    atac_input: Literal["binary", "tfidf"] = "binary"
-    adversarial_batch_weight: float = 0.0
-    cycle_weight: float = 0.0
-    cross_cycle_weight: float = 0.0
-    output_covariates: bool | None = False  # None: on where a swap-consistency term is
-    cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
-    # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
-    # (>= 1) of the peak columns per minibatch (unbiased); None: every column
-    peak_sampling: float | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        for m, lik in self.likelihoods.items():
-            check_option(f"likelihood of {m!r}", lik, DECODERS)
-        check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
-        check_option("single_views", self.single_views, {"all", "sample"})
-        check_option("atac_input", self.atac_input, {"binary", "tfidf"})
-        for name in ("adversarial_batch_weight", "cycle_weight", "cross_cycle_weight"):
-            check_weight(name, getattr(self, name))
-        if self.adversarial_batch_weight > 0 and self.n_categories[0] < 2:
-            raise ValueError(
-                "adversarial_batch_weight > 0 needs a batch to mix: register the data with "
-                "a batch_key that has at least two batches."
-            )
-        if self.output_covariates is None:
-            on = max(self.cycle_weight, self.cross_cycle_weight) > 0
-            object.__setattr__(self, "output_covariates", on)
-        for name in ("cycle_weight", "cross_cycle_weight"):
-            if getattr(self, name) > 0 and self.atac_input == "tfidf":
-                raise ValueError(
-                    f"{name} > 0 re-encodes expected profiles, which atac_input='tfidf' "
-                    "cannot read; use atac_input='binary' with it."
-                )
-        if self.peak_sampling is not None and not self.peak_sampling > 0:
-            raise ValueError(f"peak_sampling must be > 0 (or None), got {self.peak_sampling}.")
-        if set(self.likelihoods) != set(self.n_features):
-            raise ValueError("likelihoods and n_features must name the same modalities.")
-        object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
-        for name in ("n_layers", "n_layers_encoder", "n_layers_decoder"):
-            value = self.n_layers if getattr(self, name) is None else getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-            object.__setattr__(self, name, int(value))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class LossOutput:
-    """Scalar loss plus per-cell terms of the joint ELBO (kl weight 1)."""
-
-    loss: torch.Tensor
-    elbo: torch.Tensor  # (N,)
-    reconstruction: torch.Tensor  # (N,)
-    kl: torch.Tensor  # (N,)
 
 
 class MultiVAE(nn.Module):
@@ -275,7 +160,12 @@ class MultiVAE(nn.Module):
 
     def inference(self, x, mask, cov, mask_host=None) -> dict:
         experts = self.experts(x, mask, cov, mask_host)
-        return {"experts": experts, "qz": product_of_experts(experts, mask)}
+        return {"experts": experts, "qz": self.posterior(experts, mask)}
+
+    def posterior(self, experts: list[Normal], mask: torch.Tensor) -> Normal:
+        """q(z | the modalities in ``mask``): the product of those experts, and of the
+        prior unless ``config.prior_expert`` is False."""
+        return product_of_experts(experts, mask, prior=self.config.prior_expert)
 
     # ---- generative: p(x | z) --------------------------------------------------------
     def log_sizes(
@@ -361,48 +251,8 @@ class MultiVAE(nn.Module):
         return self.config.adversarial_batch_weight * (learn + fool)
 
     def cycle_loss(self, experts, mask, has, cov, log_sizes) -> torch.Tensor:
-        """Batch-swap consistency of every expert: each cell's expected profile of a
-        modality is decoded from its expert's mean under the batch of another cell of the
-        minibatch that has the modality (a permutation of their batches), and the expert
-        must read that profile back as the same posterior: KL(q_m(z | x') || q_m(z | x))
-        with q_m(z | x) and x' held fixed, summed over the modalities, averaged over the
-        cells. It trains the encoders alone to read through what the decoders model as
-        batch effects; unlike the adversary it asks nothing of the batches' compositions.
-        At most ``CYCLE_CELLS`` cells per modality (drawn at random, on the host) are read,
-        weighted to keep the estimate of the sum unbiased: the dense decoding and
-        re-encoding of every peak is the term's cost.
-
-        With ``cross_cycle_weight > 0``, also the cross-modal swap: a cell lacking
-        modality m has m decoded from the mean of its experts' product (its one expert,
-        for two modalities) under the batch (and size) of a cell of the minibatch that
-        has m, and expert m must read it back as that product."""
-        c = self.config
-        total = mask.new_zeros(())
-        for j, m in enumerate(self.modalities):
-            present = np.flatnonzero(has[:, j])
-            if c.cycle_weight > 0 and present.size >= 2:
-                rows, weight = _subsample(present)
-                idx = host_index_on(rows, mask.device)
-                source = Normal(experts[j].loc[idx], experts[j].scale[idx], validate_args=False)
-                donors = idx[torch.randperm(len(rows), device=mask.device)]
-                total = total + c.cycle_weight * weight * self._swap_kl(
-                    m, source, cov[idx], cov[donors, 0], log_sizes[m][idx]
-                )
-            absent = np.flatnonzero(~has[:, j])
-            if c.cross_cycle_weight > 0 and present.size and absent.size:
-                rows, weight = _subsample(absent)
-                idx = host_index_on(rows, mask.device)
-                source = product_of_experts(  # its experts' product, without the prior
-                    [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
-                    mask[idx],
-                    prior=False,
-                )
-                pick = torch.randint(present.size, (rows.size,)).numpy()
-                donors = host_index_on(present[pick], mask.device)
-                total = total + c.cross_cycle_weight * weight * self._swap_kl(
-                    m, source, cov[idx], cov[donors, 0], log_sizes[m][donors]
-                )
-        return total / mask.shape[0]
+        """The swap-consistency terms (:func:`.consistency.cycle_loss`)."""
+        return cycle_loss(self, experts, mask, has, cov, log_sizes)
 
     def _swaps_train_encoders(self) -> bool:
         """Whether a swap-consistency term is on and has an encoder weight to train (its
@@ -412,23 +262,8 @@ class MultiVAE(nn.Module):
         on = max(c.cycle_weight, c.cross_cycle_weight) > 0
         return on and any(p.requires_grad for p in self.encoders.parameters())
 
-    def _swap_kl(self, m, source: Normal, cov, batch, log_size) -> torch.Tensor:
-        """Summed KL(q_m(z | x') || source), x' modality m's expected profile decoded from
-        the source's mean under ``batch`` (the cells' other covariates kept), with x' and
-        the source held fixed: only expert m learns from it."""
-        other = cov.clone()
-        other[:, 0] = batch
-        other_1hot = self.covariates(other)
-        loc = source.loc.detach()
-        with torch.no_grad():
-            x_swap = self.decoders[m].expected_input(loc, other_1hot, log_size, other[:, 0])
-        cov_in = other_1hot if self.config.encode_covariates else None
-        q_swap = self.encoders[m](x_swap, cov_in)
-        target = Normal(loc, source.scale.detach(), validate_args=False)
-        return kl_divergence(q_swap, target).sum()
-
     def _refined_loss(self, experts, x, mask, has, cov, log_sizes, kl_weight, steps, lr):
-        q = product_of_experts(experts, mask)
+        q = self.posterior(experts, mask)
         sizes = {m: v.detach() for m, v in log_sizes.items()}
 
         def log_lik(z):  # (1, N, D) -> (1, N)
@@ -460,7 +295,7 @@ class MultiVAE(nn.Module):
             if use.size == 0 or (k > 0 and self.config.single_view_weight == 0):
                 continue
             idx = host_index_on(use, mask.device)
-            q = product_of_experts(
+            q = self.posterior(
                 [Normal(e.loc[idx], e.scale[idx], validate_args=False) for e in experts],
                 view_mask[idx],
             )
