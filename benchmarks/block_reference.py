@@ -7,7 +7,9 @@ quality.py) has no truth there, so this takes as reference the embedding of the 
 cells with nothing hidden: scamort at its defaults fitted on the full data (every cell
 paired, library as batch), scored with each deal's experiment labels. Also: that iLISI's
 ceiling (the experiment labels shuffled within cell types, which is what the
-experiments' compositions allow) and library mixing within the experiments.
+experiments' compositions allow), library mixing within the experiments, and the
+paired experiment against each single-modality one with every cell embedded by that
+one modality (quality.py's ``iLISI paired vs rna_only, rna views`` and its ATAC twin).
 
 On ``sim_experiments`` the simulator's true latent state is scored the same way, beside
 the fit on its full (every cell paired) data: where the two agree, the reference
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from batch_mixing import ilisi_against_ceiling, shuffled_within
-from quality import _neighbors, append_row, block_mixing, fit_scamort, load
+from quality import _neighbors, append_row, block_mixing, fit_scamort, load, view_mixing
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,7 +64,8 @@ def main(argv=None) -> None:
         types = full.obs[key].astype(str).to_numpy()
         embeddings = {}
         if "X_true" in full.obsm:
-            embeddings["the true latent state"] = (np.asarray(full.obsm["X_true"]), None)
+            true = np.asarray(full.obsm["X_true"])
+            embeddings["the true latent state"] = (true, None, {"rna": true, "atac": true})
         paired = full.copy()
         paired.obs["modality"] = "paired"
         t = time.perf_counter()
@@ -70,10 +73,13 @@ def main(argv=None) -> None:
         embeddings["scamort, defaults, every cell paired"] = (
             fit["joint"],
             {"train time (s)": time.perf_counter() - t, "epochs trained": fit["epochs_run"]},
+            fit,
         )
-        for name, (z, extra) in embeddings.items():
+        for name, (z, extra, views) in embeddings.items():
             row = {"dataset": args.dataset, "deal": deal, "embedding": name}
             row.update(experiment_scores(z, status, batch, types, deal))
+            # each experiment read by one modality, as quality.py reads the design
+            row.update(view_mixing(views, status))
             append_row(Path(args.out), {**row, **(extra or {})})
 
 

@@ -239,6 +239,23 @@ def block_mixing(z: np.ndarray, obs) -> dict:
     return {"iLISI batch within blocks": float(np.mean(values))} if values else {}
 
 
+def view_mixing(latents: dict, status: np.ndarray) -> dict:
+    """iLISI between the paired cells and each single-modality group, every cell embedded
+    by that one modality (a paired cell by its view of it): both groups are read with
+    the same information, so what keeps them apart is where they come from (on separate
+    experiments: the experiment), not how many modalities a cell has."""
+    import scib_metrics
+
+    out = {}
+    for m in ("rna", "atac"):
+        keep = (status == "paired") | (status == f"{m}_only")
+        groups = status[keep]
+        if (groups == "paired").any() and (groups == f"{m}_only").any():
+            nn = _neighbors(latents[m][keep])
+            out[f"iLISI paired vs {m}_only, {m} views"] = float(scib_metrics.ilisi_knn(nn, groups))
+    return out
+
+
 def true_latent(full, split) -> np.ndarray | None:
     """A simulation's true latent state of the split's cells (None for real data)."""
     if "X_true" not in full.obsm:
@@ -331,6 +348,8 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
         row.update(truth_scores(truth, truth, split.obs, label_key))
         if "dataset" in split.obs:  # what perfect integration scores on mixing
             row.update(block_mixing(truth, split.obs))
+            status = split.obs["modality"].astype(str).to_numpy()
+            row.update(view_mixing({"rna": truth, "atac": truth}, status))
         return row
     if method == "scamort":
         out = fit_scamort(split, epochs, seed, **fit_options)
@@ -367,6 +386,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     row.update(imputation_scores(out, full, split))
     if "dataset" in obs:  # separate experiments: library mixing within each of them
         row.update(block_mixing(out["joint"], obs))
+        row.update(view_mixing(out, status.astype(str)))
     # the joint latent on the cells each single-modality baseline sees
     for name, keep in (("rna cells", status != "atac_only"), ("atac cells", status != "rna_only")):
         if options.get("score_subsets", True) and not keep.all():

@@ -87,6 +87,30 @@ def test_unpaired_cell_uses_only_its_own_expert():
     )
 
 
+def test_without_the_prior_expert_every_posterior_is_the_experts_product_alone():
+    """prior_expert=False: the loss's KL of an unpaired cell is its expert's own KL to the
+    prior, and a paired cell's that of its two experts' product (no prior in it)."""
+    from torch.distributions import Normal, kl_divergence
+
+    from scamort.module import product_of_experts
+
+    batch = _batch(MIXED)
+    for prior_expert in (False, True):
+        module = _module(prior_expert=prior_expert).eval()
+        out = module.loss(batch)
+        experts = module.experts(batch["x"], batch["mask"], batch["cov"])
+        q = product_of_experts(experts, MIXED, prior=False)
+        kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
+        torch.testing.assert_close(
+            module.inference(batch["x"], MIXED, batch["cov"])["qz"].loc,
+            q.loc if not prior_expert else product_of_experts(experts, MIXED).loc,
+        )
+        if prior_expert:  # the prior's shrinkage: a different posterior, another KL
+            assert (out.kl - kl).abs().min() > 1e-4
+        else:
+            torch.testing.assert_close(out.kl, kl)
+
+
 def test_rna_only_batch_gives_atac_networks_no_gradient():
     module = _module()
     only_rna = torch.tensor([[1.0, 0.0]] * N)
