@@ -389,3 +389,28 @@ def test_cell_factor_width_is_set_saved_and_defaults_to_n_hidden(tiny_mdata, tmp
     np.testing.assert_allclose(
         loaded.get_latent_representation(), model.get_latent_representation(), rtol=1e-5
     )
+
+
+def test_a_model_trained_without_the_prior_expert_is_saved_so_and_older_ones_keep_it(
+    tiny_mdata, tmp_path
+):
+    """prior_expert=False survives save / load (the loaded model embeds without the prior,
+    as it was trained); a saved configuration from before the option loads with the
+    prior, which is how such models were trained."""
+    import json
+
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, prior_expert=False)
+    model.train(max_epochs=1, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
+    assert loaded.config.prior_expert is False
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(modality="rna"),
+        model.get_latent_representation(modality="rna", prior=False),
+        rtol=1e-5,
+    )
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["module"]["prior_expert"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert scamort.SCAMORT.load(tmp_path / "m", tiny_mdata).config.prior_expert is True
