@@ -47,18 +47,26 @@ def test_fit_mudata_writes_embeddings(tiny_mdata, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_fit_without_prior_and_heldout_encoders(tiny_mdata, tmp_path):
+def test_fit_without_prior_and_heldout_encoders(tiny_mdata, tmp_path, monkeypatch):
     """--no-prior writes the embedding of the experts alone (what the saved model gives
-    with prior=False, not with the prior); --heldout-encoders trains."""
+    with prior=False, not with the prior); --heldout-encoders reaches train()."""
     from scamort import SCAMORT
 
+    seen = {}
+    train = SCAMORT.train
+
+    def spy(self, *a, **kw):
+        seen.update(kw)
+        return train(self, *a, **kw)
+
+    monkeypatch.setattr(SCAMORT, "train", spy)
     src, out, saved = tmp_path / "in.h5mu", tmp_path / "out.h5mu", tmp_path / "model"
     tiny_mdata.write_h5mu(src)
     args = ["fit", str(src), "--out", str(out), "--epochs", "3", "--batch-key", "batch"]
     rc = main(
         [*args, "--no-prior", "--heldout-encoders", "--save-model", str(saved), "--no-progress"]
     )
-    assert rc == 0
+    assert rc == 0 and seen["heldout_encoders"] is True
     result = md.read_h5mu(out)
     model = SCAMORT.load(saved, result)
     for key, m in (("X_scamort", "joint"), ("X_scamort_rna", "rna")):
