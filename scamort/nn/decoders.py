@@ -35,10 +35,20 @@ def _log_library(x: SparseRows) -> torch.Tensor:
 
 class _Decoder(nn.Module):
     def __init__(
-        self, n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates=False
+        self,
+        n_latent,
+        n_features,
+        n_cov,
+        n_hidden,
+        n_layers,
+        dropout,
+        output_covariates=False,
+        hidden_covariates=True,
     ):
         super().__init__()
-        self.body = MLP(n_latent, n_cov, n_hidden, n_layers, dropout)
+        # hidden_covariates=False: the covariates enter the output layer only (see
+        # ModuleConfig.hidden_covariates), so the hidden layers read z alone.
+        self.body = MLP(n_latent, n_cov if hidden_covariates else 0, n_hidden, n_layers, dropout)
         self.out = nn.Linear(self.body.n_out, n_features)
         # The covariates also enter the output layer: a per-feature offset of every
         # category on the output scale (logits), so an additive batch effect of each
@@ -94,10 +104,12 @@ class NBDecoder(_Decoder):
         zero_inflated: bool = False,
         n_dispersion_groups: int = 1,
         output_covariates: bool = False,
+        hidden_covariates: bool = True,
     ):
         super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
-        )
+            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates,
+            hidden_covariates,
+        )  # fmt: skip
         self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, n_features))
         self.zi = nn.Linear(self.body.n_out, n_features) if zero_inflated else None
 
@@ -128,10 +140,12 @@ class BernoulliDecoder(_Decoder):
         cell_factor_hidden: int | None = None,
         n_sampled: int | None = None,
         output_covariates: bool = False,
+        hidden_covariates: bool = True,
     ):
         super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
-        )
+            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates,
+            hidden_covariates,
+        )  # fmt: skip
         # Training scores the closed peaks on n_sampled random columns (unbiased; see
         # likelihoods/sampled.py); evaluation mode is always exact.
         self.n_sampled = n_sampled if n_sampled is not None and n_sampled < n_features else None
