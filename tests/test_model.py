@@ -414,30 +414,3 @@ def test_a_model_trained_without_the_prior_expert_is_saved_so_and_older_ones_kee
     del config["module"]["prior_expert"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     assert scamort.SCAMORT.load(tmp_path / "m", tiny_mdata).config.prior_expert is True
-
-
-def test_decoders_without_hidden_covariates_are_saved_so_and_older_ones_keep_them(
-    tiny_mdata, tmp_path
-):
-    """hidden_covariates=False survives save / load (same weights, same embedding); a
-    saved configuration from before the option loads with the covariates in the hidden
-    layers, which is how such models were trained."""
-    import json
-
-    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
-    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, hidden_covariates=False)
-    assert model.config.output_covariates is True
-    model.train(max_epochs=1, progress_bar=False)
-    model.save(tmp_path / "m")
-    loaded = scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
-    assert loaded.config.hidden_covariates is False
-    assert not loaded.module.decoders["rna"].body.cov
-    np.testing.assert_allclose(
-        loaded.get_normalized_expression(), model.get_normalized_expression(), rtol=1e-5
-    )
-    old = scamort.SCAMORT(tiny_mdata, n_hidden=32, output_covariates=False)
-    old.save(tmp_path / "old", overwrite=True)
-    config = json.loads((tmp_path / "old" / "config.json").read_text())
-    del config["module"]["hidden_covariates"]
-    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
-    assert scamort.SCAMORT.load(tmp_path / "old", tiny_mdata).config.hidden_covariates is True

@@ -346,38 +346,6 @@ def test_output_covariates_offset_every_feature_by_batch():
     torch.testing.assert_close(diff, want)
 
 
-@pytest.mark.parametrize("m", ["rna", "atac"])
-def test_without_hidden_covariates_a_batch_is_an_offset_that_z_cannot_absorb(m):
-    """hidden_covariates=False: changing the batch adds the same per-feature offset to the
-    logits at every z, so a batch cannot act as a move in the latent space. With the
-    covariates in the hidden layer too (the default), the change depends on z."""
-
-    def batch_change(module):
-        dec = module.decoders[m]
-        with torch.no_grad():
-            for p in dec.parameters():
-                p.normal_(0.0, 0.5)
-        z = torch.randn(6, 4)
-        cov = [module.covariates(torch.full((6, 1), b)) for b in (0, 2)]
-        return [dec.logits(dec.body(z, c), c) for c in cov]
-
-    offset = _module(hidden_covariates=False, output_covariates=True)
-    assert not offset.decoders[m].body.cov  # the hidden layer never reads the batch
-    a, b = batch_change(offset)
-    diff = b - a
-    torch.testing.assert_close(diff, diff[:1].expand_as(diff))
-    assert diff.abs().max() > 0.1
-    a, b = batch_change(_module(output_covariates=True))
-    diff = b - a
-    assert (diff - diff[:1]).abs().max() > 0.1
-
-
-def test_hidden_covariates_off_needs_the_output_offsets():
-    assert _module(hidden_covariates=False, output_covariates=None).config.output_covariates
-    with pytest.raises(ValueError, match="blind to the batch"):
-        _module(hidden_covariates=False, output_covariates=False)
-
-
 def _with_and_without(**term):
     """A module with a swap-consistency term and the same module without it, both with
     strong batch effects in their decoders (output offsets)."""

@@ -120,15 +120,7 @@ class SCAMORT:
         Also feed the covariates to the decoders' output layers: a per-feature offset
         of every batch (and covariate category) on the logits, so that an additive batch
         effect on a feature is modelled exactly. ``None`` (default): on where
-        either swap-consistency term is, or ``hidden_covariates`` is False.
-    hidden_covariates
-        Whether the covariates also enter the decoders' hidden layers (default, as in
-        scVI and MULTIVI). ``False``: they enter the output layer only, as a per-feature
-        offset of every category on the logits (``output_covariates`` is then on; False
-        there is an error). A batch can then change a cell's profile only by those
-        offsets, not by a nonlinear function of z that amounts to moving its cells
-        elsewhere in the latent space: an experiment seen through one modality alone
-        cannot sit apart from the others at no cost to its likelihood.
+        either swap-consistency term is.
     prior_expert
         Whether the N(0, I) prior is one expert of every posterior's product (default).
         ``False``: a cell's posterior is the product of its modalities' experts alone, so
@@ -173,7 +165,6 @@ class SCAMORT:
         cycle_weight: float | Literal["auto"] = "auto",
         cross_cycle_weight: float = 0.0,
         output_covariates: bool | None = None,
-        hidden_covariates: bool = True,
         prior_expert: bool = True,
         cell_factor_hidden: int | None = None,
         peak_sampling: float | None = None,
@@ -214,7 +205,6 @@ class SCAMORT:
             cycle_weight=cycle_weight,
             cross_cycle_weight=cross_cycle_weight,
             output_covariates=output_covariates,
-            hidden_covariates=hidden_covariates,
             prior_expert=prior_expert,
             cell_factor_hidden=cell_factor_hidden,
             peak_sampling=peak_sampling,

@@ -65,9 +65,6 @@ class ModuleConfig:
     # alone, each trained as a posterior in its own right)
     prior_expert: bool = True
     output_covariates: bool | None = False  # None: on where a swap-consistency term is
-    # the covariates also enter the decoders' hidden layers (False: the output layer
-    # only, a per-feature offset per category; output_covariates is then on)
-    hidden_covariates: bool = True
     cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
     # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
     # (>= 1) of the peak columns per minibatch (unbiased); None: every column
@@ -89,12 +86,7 @@ class ModuleConfig:
             )
         if self.output_covariates is None:
             on = max(self.cycle_weight, self.cross_cycle_weight) > 0
-            object.__setattr__(self, "output_covariates", on or not self.hidden_covariates)
-        if not (self.hidden_covariates or self.output_covariates):
-            raise ValueError(
-                "hidden_covariates=False with output_covariates=False would leave the "
-                "decoders blind to the batch; set output_covariates=True (or None)."
-            )
+            object.__setattr__(self, "output_covariates", on)
         for name in ("cycle_weight", "cross_cycle_weight"):
             if getattr(self, name) > 0 and self.atac_input == "tfidf":
                 raise ValueError(

@@ -122,7 +122,6 @@ class MultiVAE(nn.Module):
             c.n_layers_decoder,
             c.dropout,
             output_covariates=c.output_covariates,
-            hidden_covariates=c.hidden_covariates,
             **options[lik],
         )
 

@@ -35,20 +35,10 @@ def _log_library(x: SparseRows) -> torch.Tensor:
 
 class _Decoder(nn.Module):
     def __init__(
-        self,
-        n_latent,
-        n_features,
-        n_cov,
-        n_hidden,
-        n_layers,
-        dropout,
-        output_covariates=False,
-        hidden_covariates=True,
+        self, n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates=False
     ):
         super().__init__()
-        # hidden_covariates=False: the covariates enter the output layer only (see
-        # ModuleConfig.hidden_covariates), so the hidden layers read z alone.
-        self.body = MLP(n_latent, n_cov if hidden_covariates else 0, n_hidden, n_layers, dropout)
+        self.body = MLP(n_latent, n_cov, n_hidden, n_layers, dropout)
         self.out = nn.Linear(self.body.n_out, n_features)
         # The covariates also enter the output layer: a per-feature offset of every
         # category on the output scale (logits), so an additive batch effect of each
@@ -104,12 +94,10 @@ class NBDecoder(_Decoder):
         zero_inflated: bool = False,
         n_dispersion_groups: int = 1,
         output_covariates: bool = False,
-        hidden_covariates: bool = True,
     ):
         super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates,
-            hidden_covariates,
-        )  # fmt: skip
+            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
+        )
         self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, n_features))
         self.zi = nn.Linear(self.body.n_out, n_features) if zero_inflated else None
 
@@ -140,12 +128,10 @@ class BernoulliDecoder(_Decoder):
         cell_factor_hidden: int | None = None,
         n_sampled: int | None = None,
         output_covariates: bool = False,
-        hidden_covariates: bool = True,
     ):
         super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates,
-            hidden_covariates,
-        )  # fmt: skip
+            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
+        )
         # Training scores the closed peaks on n_sampled random columns (unbiased; see
         # likelihoods/sampled.py); evaluation mode is always exact.
         self.n_sampled = n_sampled if n_sampled is not None and n_sampled < n_features else None
