@@ -259,6 +259,8 @@ class SCAMORT:
     write_latent_representation = latent.write_latent_representation
     _check_latent_options = latent._check_latent_options
     _check_prior = latent._check_prior
+    _check_refine_cells = latent._check_refine_cells
+    _refine_unpaired = latent._refine_unpaired
     _latent = latent._latent
 
     # ---- normalized values and imputation (values.py) ------------------------------------

@@ -101,16 +101,18 @@ def _check_modality(self, modality: str) -> None:
     check_option("modality", modality, {"joint", *self.spec.modalities})
 
 
-def _log_lik(self, batch: dict, modality: str) -> LogLik:
-    """log p(x_n | z) for z of shape (S, N, D), over the modalities the posterior uses."""
+def _log_lik(self, batch: dict, modality: str, rows: np.ndarray | None = None) -> LogLik:
+    """log p(x_n | z) for z of shape (S, N, D), over the modalities the posterior uses.
+    ``rows`` (host indices into the batch): z's N cells are those rows of the batch."""
     x, cov = batch["x"], batch["cov"]
     has = self._view_mask(batch["mask_host"], modality)
     with torch.no_grad():
         log_sizes = self.module.log_sizes(x, batch["mask"], batch["mask_host"])
+    of = np.arange(len(has)) if rows is None else np.asarray(rows)
 
     def log_lik(z: torch.Tensor) -> torch.Tensor:
         s, n, d = z.shape
-        cells = np.tile(np.arange(n), s)  # row s * n + i is cell i
+        cells = of[np.tile(np.arange(n), s)]  # row s * n + i is cell of[i]
         ll = self.module.log_likelihood(z.reshape(s * n, d), x, has[cells], cov, log_sizes, cells)
         return ll.reshape(s, n)
 
