@@ -91,7 +91,8 @@ def _outputs(split, train_s, latent, modalities, impute_rna, impute_atac) -> dic
     the cells whose other modality was hidden, its prediction (same calls for both
     models; ``modalities`` are the model's names for the RNA-alone and ATAC-alone ones)."""
     status = split.obs["modality"].to_numpy()
-    out = {"train_s": train_s, "joint": latent()}
+    t = time.perf_counter()
+    out = {"train_s": train_s, "joint": latent(), "embed_s": time.perf_counter() - t}
     out["rna"], out["atac"] = (latent(m) for m in modalities)
     for key, hidden, impute in (
         ("rna_from_atac", "atac_only", impute_rna),
@@ -364,6 +365,8 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
     row["options"] = options
     row["train time (s)"] = out["train_s"]
+    if "embed_s" in out:  # the joint embedding of every cell, after training
+        row["embed time (s)"] = out["embed_s"]
     if "epochs_run" in out:  # early stopping may end training before max_epochs
         row["epochs trained"] = out["epochs_run"]
     row["peak RSS (GB)"] = peak_rss_gb()
