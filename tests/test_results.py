@@ -47,7 +47,7 @@ def test_refinement_itself_raises_the_elbo_of_the_cells_it_moves(trained, sim_md
     gain_atac, _ = _refined_gain(trained, "atac", 20)
     assert (gain_atac > 0).mean() > 0.6 and gain_atac.mean() > 0.05
     # the public path: refined latents are finite, moved, and keep the biology
-    z0 = trained.get_latent_representation()
+    z0 = trained.get_latent_representation(refine_steps=0)
     z, elbos = trained.get_latent_representation(refine_steps=20, return_elbo=True)
     assert np.isfinite(z).all() and not np.allclose(z, z0)
     assert list(elbos.index) == list(sim_mdata.obs_names)
@@ -151,15 +151,17 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
     paired, alone = status == "paired", status != "paired"
     # joint latent: paired cells keep the default (averaged, amortized) embedding exactly,
     # the one-modality cells move
-    z0 = trained.get_latent_representation()
+    z0 = trained.get_latent_representation(refine_steps=0)
     z = trained.get_latent_representation(refine_steps=20, refine_cells="unpaired")
     np.testing.assert_array_equal(z[paired], z0[paired])
+    # ... which is the default embedding of a model of several modalities
+    np.testing.assert_array_equal(trained.get_latent_representation(), z)
     # (a cell whose refined ELBO measures lower on 16 common draws keeps its start:
     # about a third of them on this small fit)
     moved = np.abs(z - z0).max(1)
     assert (moved[alone] > 1e-3).mean() > 0.5
     # single-modality latent: the RNA-only cells move, the RNA views of paired cells do not
-    r0 = trained.get_latent_representation(modality="rna")
+    r0 = trained.get_latent_representation(modality="rna", refine_steps=0)
     r = trained.get_latent_representation(modality="rna", refine_steps=20, refine_cells="unpaired")
     assert np.isnan(r[status == "atac_only"]).all()
     np.testing.assert_array_equal(r[paired], r0[paired])
@@ -169,18 +171,44 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
     batch = next(trained._batches(trained._cells, np.arange(300), 300))
     with torch.no_grad():
         q = trained._posterior(batch, "joint", "average")
+    names = sim_mdata.obs_names[:300]
     loc, scale = trained._refine_unpaired(
-        batch, "joint", q.loc, q.scale, 20, 0.05, 1, None, torch.Generator().manual_seed(0)
+        batch, "joint", q.loc, q.scale, 20, 0.05, 1, None, names, 0
     )
     rows = np.flatnonzero(alone[:300])
     log_lik = trained._log_lik(batch, "joint", rows)
     with torch.no_grad():
         eps = torch.randn((64, len(rows), q.loc.shape[1]), generator=gen)
-        gain = elbo(log_lik, loc[rows], scale[rows], eps) - elbo(log_lik, q.loc[rows], q.scale[rows], eps)
+        gain = elbo(log_lik, loc[rows], scale[rows], eps) - elbo(
+            log_lik, q.loc[rows], q.scale[rows], eps
+        )
     shifted = (loc[rows] - q.loc[rows]).abs().amax(1) > 1e-3
     assert shifted.float().mean() > 0.5
     assert (gain[shifted] > 0).float().mean() > 0.8 and gain.mean() > 0.1
+    # a cell's refinement draws from its own stream: embedded among other cells, in
+    # other blocks, it lands where it did
+    pick = np.r_[np.flatnonzero(alone)[:40], np.flatnonzero(paired)[:10]][::-1]
+    sub = sim_mdata[sim_mdata.obs_names[pick]].copy()
+    z_sub = trained.get_latent_representation(
+        sub, refine_steps=20, refine_cells="unpaired", batch_size=16
+    )
+    np.testing.assert_allclose(z_sub, z[pick], atol=1e-4)
     with pytest.raises(ValueError, match="refine_cells='all'"):
         trained.get_latent_representation(refine_steps=5, refine_cells="unpaired", return_elbo=True)
     with pytest.raises(ValueError, match="refine_cells"):
         trained.get_latent_representation(refine_steps=5, refine_cells="some")
+    for bad in (-1, 2.5, True, "many"):
+        with pytest.raises(ValueError, match="refine_steps"):
+            trained.get_latent_representation(refine_steps=bad)
+
+
+def test_default_refinement_follows_the_options(trained):
+    resolve = trained._refinement
+    assert resolve("auto", "auto", False, True) == (20, "unpaired")
+    assert resolve("auto", "auto", True, True) == (20, "all")  # return_elbo scores all
+    assert resolve(5, "auto", False, True) == (5, "all")  # a number: every cell, as before
+    assert resolve(0, "auto", False, True) == (0, "all")
+    assert resolve("auto", "auto", False, False) == (0, "unpaired")  # prior=False: none
+    # without the prior, the default embedding is the amortized one, not an error
+    z = trained.get_latent_representation(prior=False)
+    np.testing.assert_array_equal(z, trained.get_latent_representation(prior=False, refine_steps=0))

@@ -259,7 +259,7 @@ class SCAMORT:
     write_latent_representation = latent.write_latent_representation
     _check_latent_options = latent._check_latent_options
     _check_prior = latent._check_prior
-    _check_refine_cells = latent._check_refine_cells
+    _refinement = latent._refinement
     _refine_unpaired = latent._refine_unpaired
     _latent = latent._latent
 

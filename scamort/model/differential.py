@@ -167,7 +167,7 @@ def _differential(
         _Registry(table, counts, batches),
         model_fn=_sampler(model, modality, cells, positions, seed, batch_size or 1024),
         representation_fn=lambda adata, indices: model.get_latent_representation(
-            data, indices=positions[np.asarray(indices)]
+            data, indices=positions[np.asarray(indices)], refine_steps=0
         ),
         groupby=groupby,
         group1=group1,

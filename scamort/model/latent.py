@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Literal
 
 import numpy as np
@@ -14,8 +15,8 @@ from ..data import (
 from ..data.backed import BackedCells
 from ..data.setup import Data
 from ..module import refine
-from ..nn.sparse import host_index_on
 from ..module.config import check_option
+from ..nn.sparse import host_index_on
 from .access import (
     _frozen,
     _nan_rows,
@@ -29,7 +30,7 @@ def get_latent_representation(
     indices: np.ndarray | None = None,
     give_mean: bool = True,
     batch_size: int = 1024,
-    refine_steps: int = 0,
+    refine_steps: int | Literal["auto"] = "auto",
     refine_lr: float = 0.05,
     refine_samples: int = 1,
     refine_tol: float | None = None,
@@ -37,7 +38,7 @@ def get_latent_representation(
     seed: int = 0,
     paired: Literal["auto", "product", "average"] = "auto",
     prior: bool | Literal["auto"] = True,
-    refine_cells: Literal["all", "unpaired"] = "all",
+    refine_cells: Literal["auto", "all", "unpaired"] = "auto",
 ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
     """Posterior of z for each cell, shape (n_cells, n_latent).
 
@@ -49,17 +50,28 @@ def get_latent_representation(
     ELBO with the model frozen (semi-amortized inference), vectorised over blocks of
     ``batch_size`` cells; ``refine_lr``, ``refine_samples`` (draws per step) and
     ``refine_tol`` (stop when no parameter moves more) tune it. For a single-modality
-    latent, the ELBO scores that modality only. ``return_elbo=True`` also returns a
+    latent, the ELBO scores that modality only. Each cell draws its noise from its
+    own stream (``seed`` and its name), so its refined embedding does not depend on
+    the other cells embedded with it. ``return_elbo=True`` also returns a
     DataFrame with each cell's ``elbo_amortized`` and ``elbo_refined`` (16 common
-    draws; NaN where the cell lacks the modality).
+    draws; NaN where the cell lacks the modality). ``refine_steps=0``: the amortized
+    embedding (the encoders' output alone, fastest).
 
-    ``refine_cells="unpaired"`` refines only the cells measured in one modality (for a
-    single-modality latent: the cells with that modality alone) and embeds every other
-    cell as without refinement (``paired`` as given, ``"average"`` by default). The
-    amortization gap of separate experiments sits there: an experiment seen through
-    one modality is read by one encoder alone, which places it less well than its own
-    ELBO would; the paired cells' views agree best as the encoders give them (see the
-    benchmarks).
+    ``refine_cells`` says which cells are refined: ``"all"``, or ``"unpaired"``, the
+    cells measured in one modality (for a single-modality latent: the cells with that
+    modality alone); every other cell is embedded as without refinement (``paired``
+    as given, ``"average"`` by default). The amortization gap of separate experiments
+    sits there: an experiment seen through one modality is read by one encoder alone,
+    which places it less well than its own ELBO would, while a paired cell's views
+    agree best as the encoders give them (see the benchmarks).
+
+    ``"auto"`` (the defaults): ``refine_cells`` is ``"unpaired"`` when ``refine_steps``
+    is ``"auto"`` (``"all"`` for a number of steps, or with ``return_elbo``), and
+    ``refine_steps`` is 20 (``AUTO_REFINE_STEPS``) when the model has several
+    modalities, 0 (the amortized embedding) for a one-modality model unless
+    ``refine_cells="all"``, and 0 with ``prior=False``. So by default a model of
+    RNA + ATAC refines its cells that have one modality, and fully paired data are
+    embedded without refinement.
 
     ``paired`` (joint latent only) is how a cell with several modalities is embedded:
     ``"product"``, the product-of-experts posterior (all its evidence at once), or
@@ -81,7 +93,8 @@ def get_latent_representation(
     and need ``prior=True``; ``"auto"`` is False, or True when refining or returning
     the ELBO.
     """
-    refine_paired = self._check_refine_cells(refine_cells, refine_steps, return_elbo)
+    refine_steps, refine_cells = self._refinement(refine_steps, refine_cells, return_elbo, prior)
+    refine_paired = (refine_steps > 0 and refine_cells == "all") or return_elbo
     paired = self._check_latent_options(modality, paired, refine_paired)
     prior = self._check_prior(prior, refine_steps > 0 or return_elbo)
     return self._latent(
@@ -102,16 +115,39 @@ def get_latent_representation(
     )
 
 
-def _check_refine_cells(self, refine_cells: str, refine_steps: int, return_elbo: bool) -> bool:
-    """Validate ``refine_cells``; return whether cells with several modalities are
-    refined (or scored), which needs their product-of-experts posterior."""
-    check_option("refine_cells", refine_cells, {"all", "unpaired"})
+# Refinement steps of the default embedding (``refine_steps="auto"``): the screens of
+# docs/benchmarks.md refine 20 steps at the default learning rate.
+AUTO_REFINE_STEPS = 20
+
+
+def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior) -> tuple[int, str]:
+    """Validate ``refine_steps`` and ``refine_cells``; resolve their ``"auto"`` (no
+    refinement by default for an embedding without the prior, which refinement needs)."""
+    check_option("refine_cells", refine_cells, {"auto", "all", "unpaired"})
+    auto = isinstance(refine_steps, str) and refine_steps == "auto"
+    if not auto and (
+        isinstance(refine_steps, (bool, np.bool_))
+        or not isinstance(refine_steps, (int, np.integer))
+        or refine_steps < 0
+    ):
+        raise ValueError(
+            f"refine_steps={refine_steps!r} is not valid: pass a number of steps >= 0 "
+            "(0: no refinement) or 'auto'."
+        )
+    if refine_cells == "auto":
+        refine_cells = "unpaired" if auto and not return_elbo else "all"
     if refine_cells == "unpaired" and return_elbo:
         raise ValueError(
             "return_elbo reports every cell's ELBO before and after refinement; with "
             "refine_cells='unpaired' most cells are not refined. Pass refine_cells='all'."
         )
-    return (refine_steps > 0 and refine_cells == "all") or return_elbo
+    if auto:
+        several = len(self.spec.modalities) > 1
+        wanted = (several or refine_cells == "all") and not (
+            isinstance(prior, (bool, np.bool_)) and not prior
+        )
+        refine_steps = AUTO_REFINE_STEPS if wanted or return_elbo else 0
+    return int(refine_steps), refine_cells
 
 
 def _check_prior(self, prior, refining: bool) -> bool:
@@ -165,14 +201,27 @@ def _latent(
     refine_cells="all",
 ):
     gen = torch.Generator(device=self.device).manual_seed(seed)
+    obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
     zs, before, after = [], [], []
+    start = 0
     for batch in self._batches(cells, indices, batch_size):
+        names = obs[start : start + batch["mask_host"].shape[0]]
+        start += len(names)
         with torch.no_grad():
             q = self._posterior(batch, modality, paired, prior)
         loc, scale = q.loc, q.scale
         if refine_cells == "unpaired" and refine_steps > 0:
             loc, scale = self._refine_unpaired(
-                batch, modality, loc, scale, refine_steps, refine_lr, refine_samples, refine_tol, gen
+                batch,
+                modality,
+                loc,
+                scale,
+                refine_steps,
+                refine_lr,
+                refine_samples,
+                refine_tol,
+                names,
+                seed,
             )
         elif refine_steps > 0 or return_elbo:
             with _frozen(self.module), torch.enable_grad():
@@ -184,7 +233,7 @@ def _latent(
                     lr=refine_lr,
                     n_samples=refine_samples,
                     tol=refine_tol,
-                    generator=gen,
+                    draws=cell_draws(names, seed, loc),
                 )
             loc, scale = r.loc, r.scale
             before.append(r.elbo_before)
@@ -201,7 +250,6 @@ def _latent(
     z = np.concatenate(zs)
     if not return_elbo:
         return z
-    obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
     table = pd.DataFrame(
         {"elbo_amortized": np.concatenate(before), "elbo_refined": np.concatenate(after)},
         index=obs,
@@ -209,7 +257,23 @@ def _latent(
     return z, table
 
 
-def _refine_unpaired(self, batch, modality, loc, scale, steps, lr, samples, tol, gen):
+def cell_draws(names, seed: int, like: torch.Tensor):
+    """``draws(k)`` for :func:`refine`: (k, N, D) standard-normal draws, each cell's from
+    its own stream, seeded by ``seed`` and the cell's name. A cell's refinement then
+    depends on the cell, the model and the seed alone, not on which cells share its
+    block (embedding a subset gives the same rows as embedding all)."""
+    base = (int(seed) % 2**31) << 32
+    gens = [torch.Generator().manual_seed(base + zlib.crc32(str(n).encode())) for n in names]
+    dim = like.shape[-1]
+
+    def draws(k: int) -> torch.Tensor:
+        eps = torch.stack([torch.randn((k, dim), generator=g) for g in gens], 1)
+        return eps.to(device=like.device, dtype=like.dtype)
+
+    return draws
+
+
+def _refine_unpaired(self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed):
     """(loc, scale) with the rows of the batch's cells measured in one modality alone
     (and, for a single-modality latent, in that one) refined; other rows unchanged."""
     has = batch["mask_host"]
@@ -229,7 +293,7 @@ def _refine_unpaired(self, batch, modality, loc, scale, steps, lr, samples, tol,
             lr=lr,
             n_samples=samples,
             tol=tol,
-            generator=gen,
+            draws=cell_draws(np.asarray(names)[rows], seed, loc),
         )
     return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
@@ -240,12 +304,12 @@ def write_latent_representation(
     data: Data | None = None,
     modality: str = "joint",
     batch_size: int = 1024,
-    refine_steps: int = 0,
+    refine_steps: int | Literal["auto"] = "auto",
     refine_lr: float = 0.05,
     seed: int = 0,
     paired: Literal["auto", "product", "average"] = "auto",
     prior: bool | Literal["auto"] = True,
-    refine_cells: Literal["all", "unpaired"] = "all",
+    refine_cells: Literal["auto", "all", "unpaired"] = "auto",
 ) -> None:
     """Put the latent means in ``data.obsm[key]``.
 
@@ -255,8 +319,10 @@ def write_latent_representation(
     back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
     NaN. See :meth:`get_latent_representation` for the arguments.
     """
-    refine_paired = self._check_refine_cells(refine_cells, refine_steps, False)
-    paired = self._check_latent_options(modality, paired, refine_paired)
+    refine_steps, refine_cells = self._refinement(refine_steps, refine_cells, False, prior)
+    paired = self._check_latent_options(
+        modality, paired, refine_steps > 0 and refine_cells == "all"
+    )
     prior = self._check_prior(prior, refine_steps > 0)
     data = self.data if data is None else data
     cells = self._cell_data(data)

@@ -96,6 +96,7 @@ def refine(
     generator: torch.Generator | None = None,
     checkpoints: tuple[int, ...] = (),
     fallback: bool = True,
+    draws: Callable[[int], torch.Tensor] | None = None,
 ) -> Refined:
     """K Adam steps on every cell's own ELBO, vectorised over the cells of a block.
 
@@ -118,9 +119,17 @@ def refine(
 
     ``tol`` stops once no cell's loc or log scale moved by more than ``tol`` in a step.
     ``checkpoints`` also returns the posterior after each of these step counts.
+    ``draws(k)`` supplies the standard-normal draws, shape (k, N, D) on ``loc``'s device
+    (default: from ``generator``); per-cell streams make each cell's refinement
+    independent of the other cells of its block.
     """
-    fixed = _randn((n_samples, *loc.shape), loc, generator) if fixed_noise else None
-    measure = fixed if fixed_noise else _randn((n_eval, *loc.shape), loc, generator)
+    if draws is None:
+
+        def draws(k: int) -> torch.Tensor:
+            return _randn((k, *loc.shape), loc, generator)
+
+    fixed = draws(n_samples) if fixed_noise else None
+    measure = fixed if fixed_noise else draws(n_eval)
     mu = loc.detach().clone().requires_grad_(True)
     log_sigma = torch.log(scale.detach()).clone().requires_grad_(True)
     opt = torch.optim.Adam([mu, log_sigma], lr=lr)
@@ -146,7 +155,7 @@ def refine(
         )
 
     while taken < steps:
-        eps = fixed if fixed_noise else _randn((n_samples, *loc.shape), loc, generator)
+        eps = fixed if fixed_noise else draws(n_samples)
         value = elbo(log_lik, mu, log_sigma.exp(), eps)
         if fixed_noise and fallback:  # the value at the current iterate is the objective
             with torch.no_grad():
