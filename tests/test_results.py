@@ -154,8 +154,9 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
     z0 = trained.get_latent_representation(refine_steps=0)
     z = trained.get_latent_representation(refine_steps=20, refine_cells="unpaired")
     np.testing.assert_array_equal(z[paired], z0[paired])
-    # ... which is the default embedding of a model of several modalities
-    np.testing.assert_array_equal(trained.get_latent_representation(), z)
+    # every batch of these data has paired cells: by default, nothing is refined
+    assert len(trained._unbridged_batches()) == 0
+    np.testing.assert_array_equal(trained.get_latent_representation(), z0)
     # (a cell whose refined ELBO measures lower on 16 common draws keeps its start:
     # about a third of them on this small fit)
     moved = np.abs(z - z0).max(1)
@@ -204,11 +205,13 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
 
 def test_default_refinement_follows_the_options(trained):
     resolve = trained._refinement
-    assert resolve("auto", "auto", False, True) == (20, "unpaired")
+    # every batch has paired cells: no separate experiment to refine
+    assert resolve("auto", "auto", False, True) == (0, "separate")
+    assert resolve("auto", "unpaired", False, True) == (20, "unpaired")
     assert resolve("auto", "auto", True, True) == (20, "all")  # return_elbo scores all
     assert resolve(5, "auto", False, True) == (5, "all")  # a number: every cell, as before
     assert resolve(0, "auto", False, True) == (0, "all")
-    assert resolve("auto", "auto", False, False) == (0, "unpaired")  # prior=False: none
+    assert resolve("auto", "unpaired", False, False) == (0, "unpaired")  # prior=False
     # without the prior, the default embedding is the amortized one, not an error
     z = trained.get_latent_representation(prior=False)
     np.testing.assert_array_equal(z, trained.get_latent_representation(prior=False, refine_steps=0))

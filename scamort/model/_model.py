@@ -260,6 +260,7 @@ class SCAMORT:
     _check_latent_options = latent._check_latent_options
     _check_prior = latent._check_prior
     _refinement = latent._refinement
+    _unbridged_batches = latent._unbridged_batches
     _refine_unpaired = latent._refine_unpaired
     _latent = latent._latent
 

@@ -65,13 +65,13 @@ def get_latent_representation(
     which places it less well than its own ELBO would, while a paired cell's views
     agree best as the encoders give them (see the benchmarks).
 
-    ``"auto"`` (the defaults): ``refine_cells`` is ``"unpaired"`` when ``refine_steps``
-    is ``"auto"`` (``"all"`` for a number of steps, or with ``return_elbo``), and
-    ``refine_steps`` is 20 (``AUTO_REFINE_STEPS``) when the model has several
-    modalities, 0 (the amortized embedding) for a one-modality model unless
-    ``refine_cells="all"``, and 0 with ``prior=False``. So by default a model of
-    RNA + ATAC refines its cells that have one modality, and fully paired data are
-    embedded without refinement.
+    ``"auto"`` (the defaults): with ``refine_steps="auto"``, the cells refined are the
+    one-modality cells of *separate experiments*: batches in which the model was trained
+    on no paired cell while other batches had some (an scRNA-seq or scATAC-seq run
+    integrated with a multiome), refined 20 steps (``AUTO_REFINE_STEPS``). Data whose
+    every batch has paired cells, fully paired data, data without any paired cell, a
+    one-modality model and ``prior=False`` get the amortized embedding. With a number
+    of steps (or ``return_elbo``), ``refine_cells="auto"`` is ``"all"``.
 
     ``paired`` (joint latent only) is how a cell with several modalities is embedded:
     ``"product"``, the product-of-experts posterior (all its evidence at once), or
@@ -135,7 +135,8 @@ def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior)
             "(0: no refinement) or 'auto'."
         )
     if refine_cells == "auto":
-        refine_cells = "unpaired" if auto and not return_elbo else "all"
+        # "separate": the one-modality cells of batches trained without paired cells
+        refine_cells = "separate" if auto and not return_elbo else "all"
     if refine_cells == "unpaired" and return_elbo:
         raise ValueError(
             "return_elbo reports every cell's ELBO before and after refinement; with "
@@ -143,11 +144,26 @@ def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior)
         )
     if auto:
         several = len(self.spec.modalities) > 1
-        wanted = (several or refine_cells == "all") and not (
-            isinstance(prior, (bool, np.bool_)) and not prior
-        )
+        if refine_cells == "separate":
+            several = several and len(self._unbridged_batches()) > 0
+        no_prior = isinstance(prior, (bool, np.bool_)) and not prior
+        wanted = (several or refine_cells == "all") and not no_prior
         refine_steps = AUTO_REFINE_STEPS if wanted or return_elbo else 0
     return int(refine_steps), refine_cells
+
+
+def _unbridged_batches(self) -> np.ndarray:
+    """Codes of the batches in which the model was trained on no paired cell while
+    other batches had some: separate one-modality experiments (empty when every batch
+    has paired cells, or no training cell is paired)."""
+    cells = self._cells
+    if cells.mask.shape[1] < 2:
+        return np.zeros(0, dtype=np.int64)
+    paired = cells.mask.all(axis=1)
+    if not paired.any():
+        return np.zeros(0, dtype=np.int64)
+    codes = np.asarray(cells.cov[:, 0])
+    return np.setdiff1d(np.unique(codes), np.unique(codes[paired]))
 
 
 def _check_prior(self, prior, refining: bool) -> bool:
@@ -210,7 +226,7 @@ def _latent(
         with torch.no_grad():
             q = self._posterior(batch, modality, paired, prior)
         loc, scale = q.loc, q.scale
-        if refine_cells == "unpaired" and refine_steps > 0:
+        if refine_cells in ("unpaired", "separate") and refine_steps > 0:
             loc, scale = self._refine_unpaired(
                 batch,
                 modality,
@@ -222,6 +238,7 @@ def _latent(
                 refine_tol,
                 names,
                 seed,
+                self._unbridged_batches() if refine_cells == "separate" else None,
             )
         elif refine_steps > 0 or return_elbo:
             with _frozen(self.module), torch.enable_grad():
@@ -273,13 +290,18 @@ def cell_draws(names, seed: int, like: torch.Tensor):
     return draws
 
 
-def _refine_unpaired(self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed):
+def _refine_unpaired(
+    self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed, batches=None
+):
     """(loc, scale) with the rows of the batch's cells measured in one modality alone
-    (and, for a single-modality latent, in that one) refined; other rows unchanged."""
+    (and, for a single-modality latent, in that one; with ``batches``, of those batch
+    codes) refined; other rows unchanged."""
     has = batch["mask_host"]
     alone = has.sum(1) == 1
     if modality != "joint":
         alone &= has[:, self.spec.modalities.index(modality)]
+    if batches is not None:
+        alone &= np.isin(batch["cov"][:, 0].cpu().numpy(), batches)
     rows = np.flatnonzero(alone)
     if rows.size == 0:
         return loc, scale
