@@ -129,11 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--refine-steps",
         type=int,
-        default=None,
+        default=0,
         metavar="K",
         help="refine each cell's joint posterior by K steps; also writes "
-        "obs['elbo_amortized'] and obs['elbo_refined']. 0: the amortized embedding. "
-        "Default: the cells measured in one modality are refined 20 steps",
+        "obs['elbo_amortized'] and obs['elbo_refined']",
     )
     fit.add_argument(
         "--paired",
@@ -186,12 +185,12 @@ def _input(arg: str) -> tuple[str, str | None]:
 def _check_args(args) -> None:
     if args.backed == (args.out is not None):
         raise UsageError("pass either --out FILE or --backed (results written into INPUT).")
-    if args.no_prior and (args.refine_steps or 0) > 0:
+    if args.no_prior and args.refine_steps > 0:
         raise UsageError(
             "--refine-steps refines the posterior, prior included: drop --no-prior to "
             "refine, or --refine-steps to embed without the prior."
         )
-    if args.paired == "average" and (args.refine_steps or 0) > 0:
+    if args.paired == "average" and args.refine_steps > 0:
         raise UsageError(
             "--refine-steps refines the product-of-experts posterior: use --paired auto or "
             "product with it, or drop --refine-steps for --paired average."
@@ -322,7 +321,7 @@ def fit(args) -> None:
     if is_mudata:
         keys.update({f"X_scamort_{m}": m for m in model.spec.modalities})
     todo = dict(keys)
-    if (args.refine_steps or 0) > 0 and not args.backed:
+    if args.refine_steps > 0 and not args.backed:
         # in a copy of the input, the per-cell ELBOs before / after refinement go to obs
         z, elbos = model.get_latent_representation(
             refine_steps=args.refine_steps, return_elbo=True, seed=args.seed, paired=args.paired
@@ -333,8 +332,7 @@ def fit(args) -> None:
         del todo["X_scamort"]
     # backed input: written into the file chunk by chunk; otherwise into data.obsm
     for key, m in todo.items():
-        # default: the package's (cells measured in one modality refined, every latent)
-        steps = "auto" if args.refine_steps is None else args.refine_steps if m == "joint" else 0
+        steps = args.refine_steps if m == "joint" else 0
         model.write_latent_representation(
             key,
             modality=m,

@@ -154,9 +154,9 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
     z0 = trained.get_latent_representation(refine_steps=0)
     z = trained.get_latent_representation(refine_steps=20, refine_cells="unpaired")
     np.testing.assert_array_equal(z[paired], z0[paired])
-    # every batch of these data has paired cells: by default, nothing is refined
+    # every batch of these data has paired cells: "auto" refines nothing
     assert len(trained._unbridged_batches()) == 0
-    np.testing.assert_array_equal(trained.get_latent_representation(), z0)
+    np.testing.assert_array_equal(trained.get_latent_representation(refine_steps="auto"), z0)
     # (a cell whose refined ELBO measures lower on 16 common draws keeps its start:
     # about a third of them on this small fit)
     moved = np.abs(z - z0).max(1)

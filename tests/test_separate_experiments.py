@@ -55,15 +55,15 @@ def test_scamort_integrates_separate_experiments(experiments):
     model.train(max_epochs=40, seed=0, progress_bar=False)
     assert_meets_the_bars(model, experiments)
     assert_history_finite(model.history)
-    # The default embedding refines the cells of the one-modality experiments (the
+    # refine_steps="auto" refines the cells of the one-modality experiments (the
     # batches trained without a paired cell), which brings them among the paired ones;
     # the paired cells keep the encoders' embedding.
     status = experiments.obs["modality"].astype(str).to_numpy()
     batches = model.spec.categories[0]
     unbridged = {batches[c] for c in model._unbridged_batches()}
     assert unbridged == set(experiments.obs["batch"][status != "paired"].astype(str))
-    z = model.get_latent_representation()
-    z0 = model.get_latent_representation(refine_steps=0)
+    z = model.get_latent_representation(refine_steps="auto")
+    z0 = model.get_latent_representation()
     np.testing.assert_array_equal(z[status == "paired"], z0[status == "paired"])
     for one in ("rna_only", "atac_only"):
         refined, amortized = (_other_experiment_share(e, status, one, "paired") for e in (z, z0))

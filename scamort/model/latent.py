@@ -30,7 +30,7 @@ def get_latent_representation(
     indices: np.ndarray | None = None,
     give_mean: bool = True,
     batch_size: int = 1024,
-    refine_steps: int | Literal["auto"] = "auto",
+    refine_steps: int | Literal["auto"] = 0,
     refine_lr: float = 0.05,
     refine_samples: int = 1,
     refine_tol: float | None = None,
@@ -65,13 +65,15 @@ def get_latent_representation(
     which places it less well than its own ELBO would, while a paired cell's views
     agree best as the encoders give them (see the benchmarks).
 
-    ``"auto"`` (the defaults): with ``refine_steps="auto"``, the cells refined are the
+    ``refine_steps="auto"``: the cells refined are the
     one-modality cells of *separate experiments*: batches in which the model was trained
     on no paired cell while other batches had some (an scRNA-seq or scATAC-seq run
     integrated with a multiome), refined 20 steps (``AUTO_REFINE_STEPS``). Data whose
     every batch has paired cells, fully paired data, data without any paired cell, a
     one-modality model and ``prior=False`` get the amortized embedding. With a number
-    of steps (or ``return_elbo``), ``refine_cells="auto"`` is ``"all"``.
+    of steps (or ``return_elbo``), ``refine_cells="auto"`` is ``"all"``. It raises the
+    one-modality experiments' mixing with the paired one and costs some of the
+    clusters on real data (see the benchmarks), so the default stays ``refine_steps=0``.
 
     ``paired`` (joint latent only) is how a cell with several modalities is embedded:
     ``"product"``, the product-of-experts posterior (all its evidence at once), or
@@ -115,7 +117,7 @@ def get_latent_representation(
     )
 
 
-# Refinement steps of the default embedding (``refine_steps="auto"``): the screens of
+# Refinement steps of ``refine_steps="auto"``: the screens of
 # docs/benchmarks.md refine 20 steps at the default learning rate.
 AUTO_REFINE_STEPS = 20
 
@@ -326,7 +328,7 @@ def write_latent_representation(
     data: Data | None = None,
     modality: str = "joint",
     batch_size: int = 1024,
-    refine_steps: int | Literal["auto"] = "auto",
+    refine_steps: int | Literal["auto"] = 0,
     refine_lr: float = 0.05,
     seed: int = 0,
     paired: Literal["auto", "product", "average"] = "auto",
