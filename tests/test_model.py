@@ -271,7 +271,7 @@ def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality
     mask = trained._cells.mask
     paired = mask.all(1)
     assert paired.any() and (~paired).any()
-    # the amortized embeddings (by default the one-modality cells are refined as well)
+    # the amortized embeddings (refinement embeds the paired cells otherwise)
     latent = functools.partial(trained.get_latent_representation, refine_steps=0)
     product = latent(paired="product")
     average = latent(paired="average")

@@ -212,6 +212,6 @@ def test_default_refinement_follows_the_options(trained):
     assert resolve(5, "auto", False, True) == (5, "all")  # a number: every cell, as before
     assert resolve(0, "auto", False, True) == (0, "all")
     assert resolve("auto", "unpaired", False, False) == (0, "unpaired")  # prior=False
-    # without the prior, the default embedding is the amortized one, not an error
-    z = trained.get_latent_representation(prior=False)
+    # without the prior, "auto" gives the amortized embedding, not an error
+    z = trained.get_latent_representation(prior=False, refine_steps="auto")
     np.testing.assert_array_equal(z, trained.get_latent_representation(prior=False, refine_steps=0))

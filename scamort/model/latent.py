@@ -220,6 +220,8 @@ def _latent(
 ):
     gen = torch.Generator(device=self.device).manual_seed(seed)
     obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
+    # the training data's separate experiments: read once, not per block
+    only = self._unbridged_batches() if refine_cells == "separate" else None
     zs, before, after = [], [], []
     start = 0
     for batch in self._batches(cells, indices, batch_size):
@@ -240,7 +242,7 @@ def _latent(
                 refine_tol,
                 names,
                 seed,
-                self._unbridged_batches() if refine_cells == "separate" else None,
+                only,
             )
         elif refine_steps > 0 or return_elbo:
             with _frozen(self.module), torch.enable_grad():
