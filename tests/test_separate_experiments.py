@@ -98,6 +98,25 @@ def test_batch_swap_consistency_is_on_by_default_for_separate_experiments_only(e
     assert cross_only.config.output_covariates  # None follows either term
 
 
+def test_batches_without_paired_cells():
+    """The one rule behind cycle_weight="auto" and refine_steps="auto": the batches with
+    no cell measured in every modality (a batch with a single paired cell is bridged)."""
+    from scamort.model._model import _has_single_modality_batch
+    from scamort.model.latent import batches_without_paired
+
+    both, rna, atac = [True, True], [True, False], [False, True]
+    mask = np.array([both, rna, rna, atac, atac, rna, both, atac])
+    batch = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    assert batches_without_paired(mask, batch).tolist() == [1, 2]
+    assert _has_single_modality_batch(mask, batch)
+    bridged = np.array([0, 0, 0, 3, 3, 3, 3, 3])
+    assert batches_without_paired(mask, bridged).size == 0
+    assert not _has_single_modality_batch(mask, bridged)
+    # one batch with no paired cell: nothing to align it with, not separate experiments
+    assert not _has_single_modality_batch(mask[1:6], np.zeros(5, dtype=int))
+    assert batches_without_paired(mask[:, :1], batch).size == 0  # one modality
+
+
 def _other_experiment_share(z, status, a, b, k=15):
     """Among the k nearest neighbours of a's cells (in the embedding of experiments a and
     b alone), the share from b."""

@@ -41,11 +41,8 @@ def _has_single_modality_batch(mask: np.ndarray, batch: np.ndarray) -> bool:
     """Whether, with several modalities and batches, some batch has no cell with every
     modality: separate experiments, whose encoders meet their batch effects with no
     paired cell of the same batch to align them."""
-    batches = np.unique(batch)
-    if mask.shape[1] < 2 or len(batches) < 2:
-        return False
-    paired = mask.all(axis=1)
-    return any(not paired[batch == b].any() for b in batches)
+    several = len(np.unique(batch)) > 1
+    return several and len(latent.batches_without_paired(mask, batch)) > 0
 
 
 def _paired_fraction(mask: np.ndarray) -> float:
@@ -262,6 +259,7 @@ class SCAMORT:
     _refinement = latent._refinement
     _unbridged_batches = latent._unbridged_batches
     _refine_unpaired = latent._refine_unpaired
+    _refine_rows = latent._refine_rows
     _latent = latent._latent
 
     # ---- normalized values and imputation (values.py) ------------------------------------

@@ -154,18 +154,23 @@ def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior)
     return int(refine_steps), refine_cells
 
 
+def batches_without_paired(mask: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Codes of the batches with no cell measured in every modality (empty with one
+    modality)."""
+    if mask.shape[1] < 2:
+        return np.zeros(0, dtype=np.asarray(batch).dtype)
+    codes = np.asarray(batch)
+    return np.setdiff1d(np.unique(codes), np.unique(codes[mask.all(axis=1)]))
+
+
 def _unbridged_batches(self) -> np.ndarray:
     """Codes of the batches in which the model was trained on no paired cell while
     other batches had some: separate one-modality experiments (empty when every batch
     has paired cells, or no training cell is paired)."""
     cells = self._cells
-    if cells.mask.shape[1] < 2:
-        return np.zeros(0, dtype=np.int64)
-    paired = cells.mask.all(axis=1)
-    if not paired.any():
-        return np.zeros(0, dtype=np.int64)
     codes = np.asarray(cells.cov[:, 0])
-    return np.setdiff1d(np.unique(codes), np.unique(codes[paired]))
+    without = batches_without_paired(cells.mask, codes)
+    return without if len(without) < len(np.unique(codes)) else without[:0]
 
 
 def _check_prior(self, prior, refining: bool) -> bool:
@@ -245,17 +250,19 @@ def _latent(
                 only,
             )
         elif refine_steps > 0 or return_elbo:
-            with _frozen(self.module), torch.enable_grad():
-                r = refine(
-                    self._log_lik(batch, modality),
-                    loc,
-                    scale,
-                    refine_steps,
-                    lr=refine_lr,
-                    n_samples=refine_samples,
-                    tol=refine_tol,
-                    draws=cell_draws(names, seed, loc),
-                )
+            r = self._refine_rows(
+                batch,
+                modality,
+                loc,
+                scale,
+                None,
+                refine_steps,
+                refine_lr,
+                refine_samples,
+                refine_tol,
+                names,
+                seed,
+            )
             loc, scale = r.loc, r.scale
             before.append(r.elbo_before)
             after.append(r.elbo_after)
@@ -310,18 +317,28 @@ def _refine_unpaired(
     if rows.size == 0:
         return loc, scale
     idx = host_index_on(rows, loc.device)
+    r = self._refine_rows(batch, modality, loc, scale, rows, steps, lr, samples, tol, names, seed)
+    return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
+
+
+def _refine_rows(self, batch, modality, loc, scale, rows, steps, lr, samples, tol, names, seed):
+    """Refine, with the module frozen, the posteriors (loc, scale) of the batch's cells
+    at host indices ``rows`` (None: every cell); each cell draws from its own stream
+    (:func:`cell_draws`). Returns :func:`refine`'s result for those rows."""
+    if rows is not None:
+        idx = host_index_on(rows, loc.device)
+        loc, scale, names = loc[idx], scale[idx], np.asarray(names)[rows]
     with _frozen(self.module), torch.enable_grad():
-        r = refine(
+        return refine(
             self._log_lik(batch, modality, rows),
-            loc[idx],
-            scale[idx],
+            loc,
+            scale,
             steps,
             lr=lr,
             n_samples=samples,
             tol=tol,
-            draws=cell_draws(np.asarray(names)[rows], seed, loc),
+            draws=cell_draws(names, seed, loc),
         )
-    return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
 
 def write_latent_representation(
