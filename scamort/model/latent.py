@@ -235,34 +235,11 @@ def _latent(
         with torch.no_grad():
             q = self._posterior(batch, modality, paired, prior)
         loc, scale = q.loc, q.scale
+        how = (refine_steps, refine_lr, refine_samples, refine_tol, names, seed)
         if refine_cells in ("unpaired", "separate") and refine_steps > 0:
-            loc, scale = self._refine_unpaired(
-                batch,
-                modality,
-                loc,
-                scale,
-                refine_steps,
-                refine_lr,
-                refine_samples,
-                refine_tol,
-                names,
-                seed,
-                only,
-            )
+            loc, scale = self._refine_unpaired(batch, modality, loc, scale, *how, only)
         elif refine_steps > 0 or return_elbo:
-            r = self._refine_rows(
-                batch,
-                modality,
-                loc,
-                scale,
-                None,
-                refine_steps,
-                refine_lr,
-                refine_samples,
-                refine_tol,
-                names,
-                seed,
-            )
+            r = self._refine_rows(batch, modality, loc, scale, *how)
             loc, scale = r.loc, r.scale
             before.append(r.elbo_before)
             after.append(r.elbo_after)
@@ -317,11 +294,13 @@ def _refine_unpaired(
     if rows.size == 0:
         return loc, scale
     idx = host_index_on(rows, loc.device)
-    r = self._refine_rows(batch, modality, loc, scale, rows, steps, lr, samples, tol, names, seed)
+    r = self._refine_rows(batch, modality, loc, scale, steps, lr, samples, tol, names, seed, rows)
     return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
 
-def _refine_rows(self, batch, modality, loc, scale, rows, steps, lr, samples, tol, names, seed):
+def _refine_rows(
+    self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed, rows=None
+):
     """Refine, with the module frozen, the posteriors (loc, scale) of the batch's cells
     at host indices ``rows`` (None: every cell); each cell draws from its own stream
     (:func:`cell_draws`). Returns :func:`refine`'s result for those rows."""
