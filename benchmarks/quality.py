@@ -217,6 +217,26 @@ def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
     return out
 
 
+def pairing_scores(joint: np.ndarray, views, obs, label_key: str) -> dict:
+    """FOSCTTM of the paired cells' RNA-alone and ATAC-alone embeddings (``views(m)``:
+    the latent of modality ``m``, read only when there are paired cells) and label
+    transfer from the RNA-only cells to the ATAC-only ones in the joint latent ``joint``."""
+    from scamort import metrics
+
+    status = obs["modality"].to_numpy()
+    out = {}
+    paired = status == "paired"
+    if paired.any():
+        out["FOSCTTM"] = metrics.foscttm(views("rna")[paired], views("atac")[paired])
+    ref, query = status == "rna_only", status == "atac_only"
+    if ref.any() and query.any():
+        labels = obs[label_key].astype(str).to_numpy()
+        out["label transfer"] = metrics.label_transfer_accuracy(
+            joint[ref], labels[ref], joint[query], labels[query]
+        )
+    return out
+
+
 def mixable_blocks(obs):
     """The cell masks of the experiments (blocks, ``obs["dataset"]``) that hold more than
     one batch: where batch mixing can be measured apart from modality status."""
@@ -336,8 +356,6 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     """One fit and its scores, in its own process."""
     import torch
 
-    from scamort import metrics
-
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
     warnings.filterwarnings("ignore")
     full, split, label_key = load(dataset, seed)
@@ -378,14 +396,7 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
     if truth is not None:
         row.update(truth_scores(out["joint"], truth, obs, label_key))
     status = obs["modality"].to_numpy()
-    paired = status == "paired"
-    row["FOSCTTM"] = metrics.foscttm(out["rna"][paired], out["atac"][paired])
-    ref, query = status == "rna_only", status == "atac_only"
-    if ref.any() and query.any():
-        labels = obs[label_key].astype(str).to_numpy()
-        row["label transfer"] = metrics.label_transfer_accuracy(
-            out["joint"][ref], labels[ref], out["joint"][query], labels[query]
-        )
+    row.update(pairing_scores(out["joint"], out.__getitem__, obs, label_key))
     row.update(imputation_scores(out, full, split))
     if "dataset" in obs:  # separate experiments: library mixing within each of them
         row.update(block_mixing(out["joint"], obs))

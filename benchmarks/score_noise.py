@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, block_mixing, in_fresh_process, read_rows
+from quality import append_row, block_mixing, in_fresh_process, pairing_scores, read_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,17 +52,12 @@ def run_fit(dataset: str, deal: int, fit_seed: int, leiden_seeds: list[int]) -> 
     z = model.get_latent_representation()
     obs = split.obs
     labels = obs[label_key].astype(str).to_numpy()
-    status = obs["modality"].astype(str).to_numpy()
     base["silhouette"] = float(scib_metrics.silhouette_label(z, labels))
-    base["FOSCTTM"] = metrics.foscttm(
-        model.get_latent_representation(modality="rna")[status == "paired"],
-        model.get_latent_representation(modality="atac")[status == "paired"],
-    )
-    ref, query = status == "rna_only", status == "atac_only"
-    if ref.any() and query.any():
-        base["label transfer"] = metrics.label_transfer_accuracy(
-            z[ref], labels[ref], z[query], labels[query]
-        )
+
+    def views(modality):
+        return model.get_latent_representation(modality=modality)
+
+    base.update(pairing_scores(z, views, obs, label_key))
     if "dataset" in obs:
         base.update(block_mixing(z, obs))
     rows = []

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, cluster_scores, in_fresh_process, read_rows
+from quality import append_row, cluster_scores, in_fresh_process, pairing_scores, read_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,24 +50,14 @@ def posterior_shape(model) -> dict:
 
 
 def scores(model, split, seed: int) -> dict:
-    from scamort import metrics
-
     obs = split.obs
     z = model.get_latent_representation()
     out = cluster_scores(z, obs, "cell_type", seed)
-    status = obs["modality"].to_numpy()
-    paired = status == "paired"
-    if paired.any():
-        out["FOSCTTM"] = metrics.foscttm(
-            model.get_latent_representation(modality="rna")[paired],
-            model.get_latent_representation(modality="atac")[paired],
-        )
-    ref, query = status == "rna_only", status == "atac_only"
-    if ref.any() and query.any():
-        labels = obs["cell_type"].astype(str).to_numpy()
-        out["label transfer"] = metrics.label_transfer_accuracy(
-            z[ref], labels[ref], z[query], labels[query]
-        )
+
+    def views(modality):
+        return model.get_latent_representation(modality=modality)
+
+    out.update(pairing_scores(z, views, obs, "cell_type"))
     out.update(posterior_shape(model))
     return out
 

@@ -294,7 +294,8 @@ def _refine_unpaired(
     if rows.size == 0:
         return loc, scale
     idx = host_index_on(rows, loc.device)
-    r = self._refine_rows(batch, modality, loc, scale, steps, lr, samples, tol, names, seed, rows)
+    some = (loc[idx], scale[idx], steps, lr, samples, tol, np.asarray(names)[rows], seed)
+    r = self._refine_rows(batch, modality, *some, rows)
     return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
 
@@ -302,11 +303,9 @@ def _refine_rows(
     self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed, rows=None
 ):
     """Refine, with the module frozen, the posteriors (loc, scale) of the batch's cells
-    at host indices ``rows`` (None: every cell); each cell draws from its own stream
-    (:func:`cell_draws`). Returns :func:`refine`'s result for those rows."""
-    if rows is not None:
-        idx = host_index_on(rows, loc.device)
-        loc, scale, names = loc[idx], scale[idx], np.asarray(names)[rows]
+    at host indices ``rows`` (None: every cell; ``loc``, ``scale`` and ``names`` are
+    those cells' already); each cell draws from its own stream (:func:`cell_draws`).
+    Returns :func:`refine`'s result."""
     with _frozen(self.module), torch.enable_grad():
         return refine(
             self._log_lik(batch, modality, rows),
