@@ -59,7 +59,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
                 model.train(**options)
         train_s = time.perf_counter() - t
         z = model.get_latent_representation()
-        f = paired_foscttm(model, paired)
+        f = paired_foscttm(lambda m: model.get_latent_representation(modality=m), paired)
         row = {
             "dataset": dataset,
             "seed": seed,
