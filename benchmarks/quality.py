@@ -472,13 +472,13 @@ def report(rows: list[dict]) -> str:
         d = df[df["dataset"] == dataset]
         order = d.assign(_o=d["method"].map(METHODS.index)).sort_values(["_o", "epochs"])
         labels = list(dict.fromkeys(order["label"]))
-        joint = [x for x in labels if x.split(" ")[0] in ("scamort", "multivi")]
+        joint = [x for x in labels if x.split(" ")[0] in ("scamort", "multivi", "glue")]
         # the models at their defaults (any epoch budget) side by side; every variant
         # (another setting, or an earlier default) one row each below, next to the default
         head = [x for x in joint if _is_default(d[d["label"] == x]["tag"].iloc[0])]
         variants = [x for x in joint if x not in head]
         desc = ", ".join(
-            f"{x}: {d[d['label'] == x]['epochs'].iloc[0]} epochs, seeds "
+            f"{x}: {_budget(d[d['label'] == x].iloc[0])}, seeds "
             f"{sorted(set(d[d['label'] == x]['seed']))}"
             for x in labels
             if x not in variants
@@ -517,6 +517,11 @@ def report(rows: list[dict]) -> str:
             parts.append(_table_frames(t, keys))
         parts.append("")
     return "\n".join(parts)
+
+
+def _budget(row) -> str:
+    """A row's training budget in words: GLUE (epochs 0) trains to its own schedule."""
+    return "its own schedule" if row["method"] == "glue" else f"{row['epochs']} epochs"
 
 
 def _is_default(tag) -> bool:
@@ -572,8 +577,9 @@ def _table_frames(frames: dict, measures, bold: bool = True) -> str:
             v = f[key].dropna().to_numpy() if key in f.columns else []
             cells.append(_fmt(v))
             means[n] = np.mean(v) if len(v) else np.nan
-        if bold and len(names) > 1 and not np.isnan(list(means.values())).any():
-            best = (min if key in LOWER else max)(means, key=means.get)
+        scored = {n: v for n, v in means.items() if not np.isnan(v)}
+        if bold and len(scored) > 1:  # the best of the columns that have the measure
+            best = (min if key in LOWER else max)(scored, key=scored.get)
             cells = [f"**{c}**" if n == best else c for n, c in zip(names, cells)]
         arrow = "↓" if key in LOWER else "↑"
         lines.append(f"| {key} {arrow} | " + " | ".join(cells) + " |")
