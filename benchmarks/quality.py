@@ -352,8 +352,11 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores"
 
 
-def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) -> dict:
-    """One fit and its scores, in its own process."""
+def run_job(
+    dataset: str, method: str, seed: int, epochs: int, options: dict, latents: Path | None = None
+) -> dict:
+    """One fit and its scores, in its own process. A joint model's embeddings (``joint``
+    and, where it has them, ``rna`` and ``atac``) are also saved as ``latents`` (.npz)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
@@ -380,6 +383,9 @@ def run_job(dataset: str, method: str, seed: int, epochs: int, options: dict) ->
         out = fit_glue(split, epochs, seed)
     else:
         out = fit_single(split, epochs, seed, method)
+    if latents is not None and method not in ("scvi", "peakvi"):
+        latents.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(latents, **{k: out[k] for k in ("joint", "rna", "atac") if k in out})
     row = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
     row["options"] = options
     row["train time (s)"] = out["train_s"]
@@ -606,6 +612,12 @@ def write_report(rows, doc: Path) -> None:
 
 
 # --------------------------------------------------------------------------- main
+def latent_path(folder: Path, dataset: str, method: str, seed: int, epochs: int, tag: str) -> Path:
+    """Where a fit's embeddings are saved: one .npz per design, method, tag, epochs, seed."""
+    slug = "".join(c if c.isalnum() else "_" for c in tag)
+    return folder / f"{dataset}_{method}_{slug}_{epochs}_seed{seed}.npz"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -621,6 +633,12 @@ def main(argv=None):
         help='JSON options: {"model": {...}, "train": {...}} keyword arguments of the '
         'method; "score_subsets": false skips scoring the joint latents on the RNA / ATAC '
         "cells alone (only needed next to scVI / PeakVI)",
+    )
+    p.add_argument(
+        "--latents",
+        type=Path,
+        default=Path(__file__).resolve().parent / ".cache" / "latents",
+        help="folder where every joint model's embeddings are saved (.npz)",
     )
     p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
@@ -639,7 +657,9 @@ def main(argv=None):
                     epochs = 0 if method in ("truth", "glue") else args.epochs
                     if (dataset, method, seed, epochs, args.tag) in done:
                         continue
-                    row = in_fresh_process(run_job, dataset, method, seed, epochs, options)
+                    saved = latent_path(args.latents, dataset, method, seed, epochs, args.tag)
+                    job = (dataset, method, seed, epochs, options, saved)
+                    row = in_fresh_process(run_job, *job)
                     row["tag"] = args.tag
                     append_row(out, row)
                     rows.append(row)
