@@ -43,6 +43,10 @@ Rows go to ``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` 
         --multivi-tag "library batch, no modality covariate, every cell trained on" \
         --multivi-options '{"multivi": {"modality_covariate": false},
                             "train": {"early_stopping": false, "train_size": 1.0}}'
+
+``--embedding NAME=PATH`` scores a joint embedding that quality.py saved (its
+``--latents`` folder, key ``joint``) under the label NAME, without refitting; GLUE's
+fits, for one, take hours.
 """
 
 from __future__ import annotations
@@ -229,7 +233,14 @@ def main(argv=None):
     )
     p.add_argument("--multivi-tag", default="", help="label of the MULTIVI set-up")
     p.add_argument(
-        "--methods", nargs="+", default=["scamort", "multivi"], choices=["scamort", "multivi"]
+        "--methods", nargs="*", default=["scamort", "multivi"], choices=["scamort", "multivi"]
+    )
+    p.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also score the joint embedding saved by quality.py at PATH, labelled NAME",
     )
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
@@ -268,6 +279,14 @@ def run(args) -> None:
             z = in_fresh_process(fit_latent, args.dataset, method, args.seed, epochs, opts)
             np.save(path, z)
         embeddings[name] = np.load(path)
+    for item in args.embedding:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--embedding takes NAME=PATH, got {item!r}")
+        z = np.load(path)["joint"]
+        if len(z) != len(batch):
+            raise SystemExit(f"{path} embeds {len(z)} cells; {args.dataset} has {len(batch)}")
+        embeddings[name] = z
     truth = true_latent(full, split)
     if truth is not None:  # simulations: what a perfect embedding scores
         embeddings["reference: the true latent state"] = truth
