@@ -101,8 +101,8 @@ def test_batch_swap_consistency_is_on_by_default_for_separate_experiments_only(e
 def test_batches_without_paired_cells():
     """The one rule behind cycle_weight="auto" and refine_steps="auto": the batches with
     no cell measured in every modality (a batch with a single paired cell is bridged)."""
+    from scamort.data.cells import batches_without_paired
     from scamort.model._model import _has_single_modality_batch
-    from scamort.model.latent import batches_without_paired
 
     both, rna, atac = [True, True], [True, False], [False, True]
     mask = np.array([both, rna, rna, atac, atac, rna, both, atac])

@@ -51,6 +51,15 @@ class CellData:
         )
 
 
+def batches_without_paired(mask: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Codes of the batches with no cell measured in every modality (empty with one
+    modality)."""
+    if mask.shape[1] < 2:
+        return np.zeros(0, dtype=np.asarray(batch).dtype)
+    codes = np.asarray(batch)
+    return np.setdiff1d(np.unique(codes), np.unique(codes[mask.all(axis=1)]))
+
+
 def concat_cells(parts: list[CellData]) -> CellData:
     """The cells of ``parts`` stacked in order."""
     return CellData(

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.cells import batches_without_paired
 from ..data.setup import Data
 from ..module import ModuleConfig, MultiVAE
 from ..module.config import check_option
@@ -42,7 +43,7 @@ def _has_single_modality_batch(mask: np.ndarray, batch: np.ndarray) -> bool:
     modality: separate experiments, whose encoders meet their batch effects with no
     paired cell of the same batch to align them."""
     several = len(np.unique(batch)) > 1
-    return several and len(latent.batches_without_paired(mask, batch)) > 0
+    return several and len(batches_without_paired(mask, batch)) > 0
 
 
 def _paired_fraction(mask: np.ndarray) -> float:

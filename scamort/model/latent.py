@@ -13,6 +13,7 @@ from ..data import (
     DataError,
 )
 from ..data.backed import BackedCells
+from ..data.cells import batches_without_paired
 from ..data.setup import Data
 from ..module import refine
 from ..module.config import check_option
@@ -152,15 +153,6 @@ def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior)
         wanted = (several or refine_cells == "all") and not no_prior
         refine_steps = AUTO_REFINE_STEPS if wanted or return_elbo else 0
     return int(refine_steps), refine_cells
-
-
-def batches_without_paired(mask: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    """Codes of the batches with no cell measured in every modality (empty with one
-    modality)."""
-    if mask.shape[1] < 2:
-        return np.zeros(0, dtype=np.asarray(batch).dtype)
-    codes = np.asarray(batch)
-    return np.setdiff1d(np.unique(codes), np.unique(codes[mask.all(axis=1)]))
 
 
 def _unbridged_batches(self) -> np.ndarray:
