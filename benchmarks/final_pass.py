@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from heldout_cells import default_fit, paired_foscttm
-from quality import append_row, block_mixing, cluster_scores, in_fresh_process
+from quality import append_row, block_mixing, cluster_scores, in_fresh_process, model_views
 
 HERE = Path(__file__).resolve().parent
 # (what learns, learning rate, epochs); ("none", None, 0) is the early-stopped fit itself
@@ -59,7 +59,7 @@ def run(dataset: str, seed: int, out: Path) -> None:
                 model.train(**options)
         train_s = time.perf_counter() - t
         z = model.get_latent_representation()
-        f = paired_foscttm(lambda m: model.get_latent_representation(modality=m), paired)
+        f = paired_foscttm(model_views(model), paired)
         row = {
             "dataset": dataset,
             "seed": seed,

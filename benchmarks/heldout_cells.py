@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, in_fresh_process
+from quality import append_row, in_fresh_process, model_views
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,10 +120,7 @@ def run(dataset: str, seed: int, out: Path, method: str = "scamort", epochs: int
         fit = {"method": "multivi", "epochs trained": epochs, "final epochs on every cell": 0}
     else:
         split, label_key, model, train_s, held = default_fit(dataset, seed)
-
-        def latent(m: str) -> np.ndarray:
-            return model.get_latent_representation(modality=m)
-
+        latent = model_views(model)
         fit = {
             "method": "scamort",
             "epochs trained": len(model.history),

@@ -217,6 +217,12 @@ def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
     return out
 
 
+def model_views(model):
+    """``views(m)`` of a fitted scamort model: its embedding of every cell by modality
+    ``m`` ("rna", "atac"; "joint": all it has), as :func:`pairing_scores` reads it."""
+    return lambda m: model.get_latent_representation(modality=m)
+
+
 def pairing_scores(joint: np.ndarray, views, obs, label_key: str) -> dict:
     """FOSCTTM of the paired cells' RNA-alone and ATAC-alone embeddings (``views(m)``:
     the latent of modality ``m``, read only when there are paired cells) and label
@@ -658,8 +664,7 @@ def main(argv=None):
                     if (dataset, method, seed, epochs, args.tag) in done:
                         continue
                     saved = latent_path(args.latents, dataset, method, seed, epochs, args.tag)
-                    job = (dataset, method, seed, epochs, options, saved)
-                    row = in_fresh_process(run_job, *job)
+                    row = in_fresh_process(run_job, dataset, method, seed, epochs, options, saved)
                     row["tag"] = args.tag
                     append_row(out, row)
                     rows.append(row)

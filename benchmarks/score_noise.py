@@ -22,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, block_mixing, in_fresh_process, pairing_scores, read_rows
+from quality import (
+    append_row,
+    block_mixing,
+    in_fresh_process,
+    model_views,
+    pairing_scores,
+    read_rows,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,11 +60,7 @@ def run_fit(dataset: str, deal: int, fit_seed: int, leiden_seeds: list[int]) -> 
     obs = split.obs
     labels = obs[label_key].astype(str).to_numpy()
     base["silhouette"] = float(scib_metrics.silhouette_label(z, labels))
-
-    def views(modality):
-        return model.get_latent_representation(modality=modality)
-
-    base.update(pairing_scores(z, views, obs, label_key))
+    base.update(pairing_scores(z, model_views(model), obs, label_key))
     if "dataset" in obs:
         base.update(block_mixing(z, obs))
     rows = []

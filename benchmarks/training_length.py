@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, cluster_scores, in_fresh_process, pairing_scores, read_rows
+from quality import (
+    append_row,
+    cluster_scores,
+    in_fresh_process,
+    model_views,
+    pairing_scores,
+    read_rows,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,11 +60,7 @@ def scores(model, split, seed: int) -> dict:
     obs = split.obs
     z = model.get_latent_representation()
     out = cluster_scores(z, obs, "cell_type", seed)
-
-    def views(modality):
-        return model.get_latent_representation(modality=modality)
-
-    out.update(pairing_scores(z, views, obs, "cell_type"))
+    out.update(pairing_scores(z, model_views(model), obs, "cell_type"))
     out.update(posterior_shape(model))
     return out
 

@@ -286,8 +286,10 @@ def _refine_unpaired(
     if rows.size == 0:
         return loc, scale
     idx = host_index_on(rows, loc.device)
-    some = (loc[idx], scale[idx], steps, lr, samples, tol, np.asarray(names)[rows], seed)
-    r = self._refine_rows(batch, modality, *some, rows)
+    names = np.asarray(names)[rows]
+    r = self._refine_rows(
+        batch, modality, loc[idx], scale[idx], steps, lr, samples, tol, names, seed, rows
+    )
     return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
 
