@@ -229,6 +229,7 @@ def test_bf16_autocast_matches_float32(device):
     "options",
     [
         {"refine_steps": 2, "adversarial_batch_weight": 1.0},
+        {"adversarial_view_weight": 1.0},
         {"single_views": "sample", "atac": "poisson"},
         {"atac_input": "tfidf", "encode_covariates": True},
         {"cycle_weight": 1.0, "output_covariates": True, "encode_covariates": True},
@@ -309,6 +310,43 @@ def test_the_batch_adversary_is_a_training_term_only():
     torch.testing.assert_close(a.loss, plain.loss(batch).loss)
     with pytest.raises(ValueError, match="adversarial_batch_weight"):
         _module(adversarial_batch_weight=-1.0)
+
+
+def test_the_view_adversary_is_a_training_term_of_mixed_minibatches_only():
+    """In eval mode the loss is the ELBO alone; in training mode on a minibatch with
+    paired and one-modality cells the view game adds its (positive) cross-entropies and
+    each modality's classifier gets a gradient; on a fully paired minibatch it adds
+    nothing (no one-modality cell to tell apart)."""
+    module = _module(adversarial_view_weight=1.0)
+    plain = _module()
+    plain.load_state_dict(
+        {k: v for k, v in module.state_dict().items() if not k.startswith("view_classifiers")}
+    )
+    for mask, mixed in ((MIXED, True), (torch.ones(6, 2), False)):
+        batch = _batch(mask)
+        for m in (module, plain):
+            m.train()
+        torch.manual_seed(0)
+        with_adv = module.loss(batch)
+        torch.manual_seed(0)
+        without = plain.loss(batch)
+        torch.testing.assert_close(with_adv.elbo, without.elbo)
+        if mixed:
+            assert with_adv.loss > without.loss
+            module.zero_grad()
+            with_adv.loss.backward()
+            for clf in module.view_classifiers.values():
+                assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in clf.parameters())
+        else:
+            torch.testing.assert_close(with_adv.loss, without.loss)
+        for m in (module, plain):
+            m.eval()
+        torch.manual_seed(0)
+        a = module.loss(batch)
+        torch.manual_seed(0)
+        torch.testing.assert_close(a.loss, plain.loss(batch).loss)
+    with pytest.raises(ValueError, match="adversarial_view_weight"):
+        _module(adversarial_view_weight=-1.0)
 
 
 def test_the_first_layer_reads_dense_input_as_it_reads_sparse():

@@ -140,7 +140,9 @@ def test_batch_swap_consistency_brings_the_rna_only_experiment_to_the_paired_one
     status = experiments.obs["modality"].astype(str).to_numpy()
     share, ari = {}, {}
     for w in (0.0, 0.3):
-        model = scamort.SCAMORT(experiments, seed=0, cycle_weight=w, output_covariates=True)
+        model = scamort.SCAMORT(
+            experiments, seed=0, cycle_weight=w, output_covariates=True, adversarial_view_weight=0
+        )
         model.train(max_epochs=40, seed=0, progress_bar=False)
         z = model.get_latent_representation(refine_steps=0)  # what training gives
         share[w] = [
@@ -150,3 +152,36 @@ def test_batch_swap_consistency_brings_the_rna_only_experiment_to_the_paired_one
     for unpaired, with_term, elbo_only in zip(("RNA", "ATAC"), share[0.3], share[0.0]):
         assert with_term > 1.15 * elbo_only, (unpaired, share)
     assert ari[0.3] >= MIN_ARI, ari
+
+
+def test_adversarial_view_mixing_brings_one_modality_experiments_to_the_paired_views(
+    experiments,
+):
+    """The view adversary (on by default) asks each encoder to read a one-modality
+    experiment's cells as it reads the paired cells of that modality. Against a fit
+    without it, a classifier trained afterwards tells the two groups apart less well in
+    both modalities (measured: RNA 0.81 -> 0.68, ATAC 0.78 -> 0.71), and the RNA-only
+    cells, the experiment the simulator keeps furthest apart, get more paired cells'
+    RNA-alone views among their neighbours (0.20 -> 0.24)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from scamort.model._model import VIEW_WEIGHT as on
+
+    scamort.SCAMORT.setup_mudata(experiments, batch_key="batch")
+    status = experiments.obs["modality"].astype(str).to_numpy()
+    share, probe = {}, {}
+    for w in (0.0, on):
+        model = scamort.SCAMORT(experiments, seed=0, adversarial_view_weight=w)
+        model.train(max_epochs=40, seed=0, progress_bar=False)
+        assert_history_finite(model.history)
+        for m in ("rna", "atac"):
+            z = model.get_latent_representation(modality=m, refine_steps=0)
+            keep = np.isin(status, ["paired", f"{m}_only"])
+            share[w, m] = _other_experiment_share(z, status, f"{m}_only", "paired")
+            clf = LogisticRegression(max_iter=500)
+            y = status[keep] == "paired"
+            probe[w, m] = cross_val_score(clf, z[keep], y, cv=5).mean()
+    for m in ("rna", "atac"):
+        assert probe[on, m] < probe[0.0, m] - 0.03, probe
+    assert share[on, "rna"] > 1.15 * share[0.0, "rna"], share

@@ -105,7 +105,7 @@ def _freeze(module, masks: dict[str, torch.Tensor]) -> list:
     """Freeze every parameter but the new entries of those in ``masks``."""
     hooks = []
     for name, p in module.named_parameters():
-        trainable = name in masks and not name.startswith("batch_classifier")
+        trainable = name in masks and not name.startswith(("batch_classifier", "view_classifiers"))
         p.requires_grad_(trainable)
         if trainable:
             hooks.append(p.register_hook(_masked(masks[name])))

@@ -59,6 +59,9 @@ class ModuleConfig:
     single_views: SingleViews = "all"
     atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
+    # a classifier per modality tells a paired cell's single-modality posterior from a
+    # posterior of a cell measured in that modality alone; the encoders learn to fool it
+    adversarial_view_weight: float = 0.0
     cycle_weight: float = 0.0
     cross_cycle_weight: float = 0.0
     # the N(0, I) prior is one expert of every posterior's product (False: the experts
@@ -77,7 +80,12 @@ class ModuleConfig:
         check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
         check_option("single_views", self.single_views, {"all", "sample"})
         check_option("atac_input", self.atac_input, {"binary", "tfidf"})
-        for name in ("adversarial_batch_weight", "cycle_weight", "cross_cycle_weight"):
+        for name in (
+            "adversarial_batch_weight",
+            "adversarial_view_weight",
+            "cycle_weight",
+            "cross_cycle_weight",
+        ):
             check_weight(name, getattr(self, name))
         if self.adversarial_batch_weight > 0 and self.n_categories[0] < 2:
             raise ValueError(

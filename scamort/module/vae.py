@@ -76,6 +76,20 @@ class MultiVAE(nn.Module):
             if config.adversarial_batch_weight > 0
             else None
         )
+        # Adversarial view mixing: per modality, a classifier learns whether a posterior
+        # read from that modality alone belongs to a paired cell or to a cell measured
+        # in that modality only, and the encoders learn to make it guess wrong.
+        self.view_classifiers = (
+            nn.ModuleDict({m: self._view_classifier() for m in self.modalities})
+            if config.adversarial_view_weight > 0
+            else None
+        )
+
+    def _view_classifier(self) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(self.config.n_latent, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+            nn.Linear(32, 2),
+        )  # fmt: skip
 
     def _tfidf_modalities(self) -> list[str]:
         c = self.config
@@ -250,6 +264,32 @@ class MultiVAE(nn.Module):
         fool = -(log_p * others).sum(-1).mean() / (log_p.shape[-1] - 1)
         return self.config.adversarial_batch_weight * (learn + fool)
 
+    def view_adversarial_loss(self, z, view_of_row, cells, has) -> torch.Tensor:
+        """The view game of every modality: rows of ``z`` read from modality j alone,
+        label 1 for a paired cell's single view (``view_of_row == j + 1``), 0 for the
+        joint view of a cell measured in j only. Both classes weigh the same, and a
+        modality with no row of either class in the minibatch adds nothing."""
+        alone = has.sum(1) == 1
+        total = z.new_zeros(())
+        for j, m in enumerate(self.modalities):
+            single = view_of_row == j + 1
+            only = (view_of_row == 0) & alone[cells] & has[cells, j]
+            if not single.any() or not only.any():
+                continue
+            rows = np.flatnonzero(single | only)
+            labels = torch.as_tensor(single[rows].astype(np.int64), device=z.device)
+            zj = z[host_index_on(rows, z.device)]
+            w = labels.new_tensor([1.0 / only.sum(), 1.0 / single.sum()], dtype=z.dtype) / 2
+            clf = self.view_classifiers[m]
+            learn = (w[labels] * nn.functional.cross_entropy(
+                clf(zj.detach()), labels, reduction="none")).sum()  # fmt: skip
+            frozen = {k: v.detach() for k, v in clf.named_parameters()}
+            logits = torch.func.functional_call(clf, frozen, (zj,))
+            fool = (w[labels] * nn.functional.cross_entropy(
+                logits, 1 - labels, reduction="none")).sum()  # fmt: skip
+            total = total + learn + fool
+        return self.config.adversarial_view_weight * total
+
     def cycle_loss(self, experts, mask, has, cov, log_sizes) -> torch.Tensor:
         """The swap-consistency terms (:func:`.consistency.cycle_loss`)."""
         return cycle_loss(self, experts, mask, has, cov, log_sizes)
@@ -290,7 +330,7 @@ class MultiVAE(nn.Module):
         experts = self.experts(x, mask, cov, has)
         log_sizes = self.log_sizes(x, mask, has)
         prior = Normal(0.0, 1.0, validate_args=False)
-        z, cells, scored, kl, weight = [], [], [], [], []
+        z, cells, scored, kl, weight, view_of_row = [], [], [], [], [], []
         for k, (view_mask, view_host, use, w) in enumerate(self.views(mask, has)):
             if use.size == 0 or (k > 0 and self.config.single_view_weight == 0):
                 continue
@@ -302,6 +342,7 @@ class MultiVAE(nn.Module):
             z.append(q.rsample())
             kl.append(kl_divergence(q, prior).sum(-1))
             cells.append(use)
+            view_of_row.append(np.full(use.size, k))
             # Cross reconstruction: a single-modality posterior must explain every
             # modality the cell has, which ties the experts to one shared space.
             scored.append(has[use] if self.config.cross_reconstruction else view_host[use])
@@ -318,6 +359,8 @@ class MultiVAE(nn.Module):
         if self.training and self.batch_classifier is not None:
             codes = cov[host_index_on(cells, mask.device), 0]
             loss = loss + self.adversarial_loss(z, codes)
+        if self.training and self.view_classifiers is not None:
+            loss = loss + self.view_adversarial_loss(z, np.concatenate(view_of_row), cells, has)
         if self.training and self._swaps_train_encoders():
             loss = loss + self.cycle_loss(experts, mask, has, cov, log_sizes)
         # The joint view comes first and covers all n cells in order.
