@@ -283,31 +283,36 @@ def test_the_batch_adversary_trains_the_classifier_on_z_and_the_encoders_against
         assert moved.gather(1, codes[:, None]).mean() < p_true
 
 
+def _with_and_without_adversary(**option):
+    """A module with the adversary ``option`` and the same weights without it."""
+    module, plain = _module(**option), _module()
+    keep = plain.state_dict()
+    plain.load_state_dict({k: v for k, v in module.state_dict().items() if k in keep})
+    return module, plain
+
+
+def _losses(module, plain, batch, training: bool):
+    """Both modules' losses on ``batch`` with the same noise, in training or eval mode."""
+    out = []
+    for m in (module, plain):
+        m.train(training)
+        torch.manual_seed(0)
+        out.append(m.loss(batch))
+    return out
+
+
 def test_the_batch_adversary_is_a_training_term_only():
     """In eval mode (validation, scoring) the loss is the ELBO alone; in training mode
     the adversary adds its term, and every classifier parameter gets a gradient."""
     batch = _batch(MIXED)
-    module = _module(adversarial_batch_weight=1.0)
-    plain = _module()
-    plain.load_state_dict(
-        {k: v for k, v in module.state_dict().items() if not k.startswith("batch_classifier")}
-    )
-    for m in (module, plain):
-        m.train()
-    torch.manual_seed(0)
-    with_adv = module.loss(batch)
-    torch.manual_seed(0)
-    without = plain.loss(batch)
+    module, plain = _with_and_without_adversary(adversarial_batch_weight=1.0)
+    with_adv, without = _losses(module, plain, batch, training=True)
     torch.testing.assert_close(with_adv.elbo, without.elbo)
     assert with_adv.loss > without.loss  # cross-entropies are positive
     with_adv.loss.backward()
     assert all(p.grad is not None for p in module.batch_classifier.parameters())
-    module.eval()
-    plain.eval()
-    torch.manual_seed(0)
-    a = module.loss(batch)
-    torch.manual_seed(0)
-    torch.testing.assert_close(a.loss, plain.loss(batch).loss)
+    a, b = _losses(module, plain, batch, training=False)
+    torch.testing.assert_close(a.loss, b.loss)
     with pytest.raises(ValueError, match="adversarial_batch_weight"):
         _module(adversarial_batch_weight=-1.0)
 
@@ -317,19 +322,10 @@ def test_the_view_adversary_is_a_training_term_of_mixed_minibatches_only():
     paired and one-modality cells the view game adds its (positive) cross-entropies and
     each modality's classifier gets a gradient; on a fully paired minibatch it adds
     nothing (no one-modality cell to tell apart)."""
-    module = _module(adversarial_view_weight=1.0)
-    plain = _module()
-    plain.load_state_dict(
-        {k: v for k, v in module.state_dict().items() if not k.startswith("view_classifiers")}
-    )
+    module, plain = _with_and_without_adversary(adversarial_view_weight=1.0)
     for mask, mixed in ((MIXED, True), (torch.ones(6, 2), False)):
         batch = _batch(mask)
-        for m in (module, plain):
-            m.train()
-        torch.manual_seed(0)
-        with_adv = module.loss(batch)
-        torch.manual_seed(0)
-        without = plain.loss(batch)
+        with_adv, without = _losses(module, plain, batch, training=True)
         torch.testing.assert_close(with_adv.elbo, without.elbo)
         if mixed:
             assert with_adv.loss > without.loss
@@ -339,12 +335,8 @@ def test_the_view_adversary_is_a_training_term_of_mixed_minibatches_only():
                 assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in clf.parameters())
         else:
             torch.testing.assert_close(with_adv.loss, without.loss)
-        for m in (module, plain):
-            m.eval()
-        torch.manual_seed(0)
-        a = module.loss(batch)
-        torch.manual_seed(0)
-        torch.testing.assert_close(a.loss, plain.loss(batch).loss)
+        a, b = _losses(module, plain, batch, training=False)
+        torch.testing.assert_close(a.loss, b.loss)
     with pytest.raises(ValueError, match="adversarial_view_weight"):
         _module(adversarial_view_weight=-1.0)
 
