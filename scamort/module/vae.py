@@ -268,19 +268,22 @@ class MultiVAE(nn.Module):
         """The view game of every modality: rows of ``z`` read from modality j alone,
         label 1 for a paired cell's single view (``view_of_row == j + 1``), 0 for the
         joint view of a cell measured in j only. Both classes weigh the same, and a
-        modality with no row of either class in the minibatch adds nothing."""
+        modality with no row of either class in the minibatch adds (an exact) zero."""
         alone = has.sum(1) == 1
         total = z.new_zeros(())
         for j, m in enumerate(self.modalities):
             single = view_of_row == j + 1
             only = (view_of_row == 0) & alone[cells] & has[cells, j]
+            clf = self.view_classifiers[m]
             if not single.any() or not only.any():
+                # a zero that reaches every weight: each step gives every parameter a
+                # gradient, as several-process training (DDP) expects
+                total = total + 0.0 * sum(p.sum() for p in clf.parameters())
                 continue
             rows = np.flatnonzero(single | only)
             labels = torch.as_tensor(single[rows].astype(np.int64), device=z.device)
             zj = z[host_index_on(rows, z.device)]
             w = labels.new_tensor([1.0 / only.sum(), 1.0 / single.sum()], dtype=z.dtype) / 2
-            clf = self.view_classifiers[m]
             learn = (w[labels] * nn.functional.cross_entropy(
                 clf(zj.detach()), labels, reduction="none")).sum()  # fmt: skip
             frozen = {k: v.detach() for k, v in clf.named_parameters()}
