@@ -111,7 +111,9 @@ class SCAMORT:
         iLISI 0.06-0.11 higher on SNARE-seq's and the simulator's separate experiments,
         the thirds split and the simulator's); where the experiments' cell-type
         proportions differ it can cost a little of the clusters (simulator NMI 0.835
-        against 0.847). See the benchmarks.
+        against 0.847), and a cell type that one experiment alone has is pulled part
+        of the way onto the other experiments' cells: set it to 0 where an experiment
+        may hold cell types the others lack. See the benchmarks.
     cycle_weight
         Weight of batch-swap consistency (0 turns it off): each cell's expected profile
         is decoded under the batch of another cell of the minibatch, and the encoder of
