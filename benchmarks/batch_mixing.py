@@ -53,14 +53,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 from quality import (
     _neighbors,
     append_row,
+    bench_process,
     in_fresh_process,
     load,
     mixable_blocks,
@@ -76,11 +75,9 @@ def fit_latent(
     dataset: str, method: str, seed: int, epochs: int | None, options: dict
 ) -> np.ndarray:
     """The joint latent of one fit (in the calling process)."""
-    import torch
     from quality import fit_multivi, fit_scamort
 
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     _, split, _ = load(dataset, seed)
     fit = fit_scamort if method == "scamort" else fit_multivi
     return fit(split, epochs, seed, **options)["joint"]

@@ -24,15 +24,21 @@ Each fit appends one JSON line to ``docs/block_reference.jsonl``.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from batch_mixing import ilisi_against_ceiling, shuffled_within
-from quality import _neighbors, append_row, block_mixing, fit_scamort, load, view_mixing
+from quality import (
+    _neighbors,
+    append_row,
+    bench_process,
+    block_mixing,
+    fit_scamort,
+    load,
+    view_mixing,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,15 +54,12 @@ def experiment_scores(z: np.ndarray, status, batch, types, seed: int) -> dict:
 
 
 def main(argv=None) -> None:
-    import torch
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="snare_libraries")
     p.add_argument("--deals", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default=str(HERE.parent / "docs" / "block_reference.jsonl"))
     args = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     for deal in args.deals:
         full, split, key = load(args.dataset, deal)
         status = split.obs["modality"].astype(str).reindex(full.obs_names).to_numpy()

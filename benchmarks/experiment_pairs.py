@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from batch_mixing import ilisi_against_ceiling, shuffled_within
 from quality import (
     _neighbors,
     append_row,
+    bench_process,
     block_mixing,
     cluster_scores,
     fit_scamort,
@@ -71,8 +70,6 @@ def view_gap(rna: np.ndarray, atac: np.ndarray) -> dict:
 
 
 def main(argv=None) -> None:
-    import torch
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="sim_experiments")
     p.add_argument("--seed", type=int, default=0)
@@ -80,8 +77,7 @@ def main(argv=None) -> None:
     p.add_argument("--options", default="{}", help="JSON, as quality.py's --options")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "experiment_pairs.jsonl"))
     args = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     full, split, key = load(args.dataset, args.seed)
     status = split.obs["modality"].astype(str).to_numpy()
     types = split.obs[key].astype(str).to_numpy()

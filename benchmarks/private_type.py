@@ -25,25 +25,21 @@ and for all cells ARI / NMI (Leiden sweep). Rows go to ``docs/private_type.jsonl
 from __future__ import annotations
 
 import argparse
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from quality import append_row, in_fresh_process, load
+from quality import append_row, bench_process, in_fresh_process, load
 
 HERE = Path(__file__).resolve().parent
 
 
 def fit_and_score(seed: int, cell_type: str | None, weight: float) -> dict:
-    import torch
     from sklearn.neighbors import NearestNeighbors
 
     import scamort
     from scamort.metrics import leiden_sweep
 
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     _, split, key = load("sim_experiments", seed)
     status = split.obs["modality"].astype(str).to_numpy()
     types = split.obs[key].astype(str).to_numpy()

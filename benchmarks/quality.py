@@ -358,15 +358,21 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores"
 
 
+def bench_process() -> None:
+    """A benchmark fit's process set-up: torch on ``SCAMORT_BENCH_THREADS`` threads (all
+    cores when unset) and warnings silenced."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
+    warnings.filterwarnings("ignore")
+
+
 def run_job(
     dataset: str, method: str, seed: int, epochs: int, options: dict, latents: Path | None = None
 ) -> dict:
     """One fit and its scores, in its own process. A joint model's embeddings (``joint``
     and, where it has them, ``rna`` and ``atac``) are also saved as ``latents`` (.npz)."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     full, split, label_key = load(dataset, seed)
     fit_options = {k: v for k, v in options.items() if k in ("model", "train", "latent", "multivi")}
     truth = true_latent(full, split)

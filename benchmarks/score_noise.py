@@ -15,15 +15,14 @@ and ``--report`` prints them as tables.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from designs import load
 from quality import (
     append_row,
+    bench_process,
     block_mixing,
     in_fresh_process,
     model_views,
@@ -37,13 +36,11 @@ HERE = Path(__file__).resolve().parent
 def run_fit(dataset: str, deal: int, fit_seed: int, leiden_seeds: list[int]) -> list[dict]:
     """One fit at the defaults; its scores, ARI / NMI once per Leiden seed."""
     import scib_metrics
-    import torch
 
     import scamort
     from scamort import metrics
 
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
+    bench_process()
     _, split, label_key = load(dataset, deal)
     scamort.SCAMORT.setup_mudata(split, batch_key="batch")
     model = scamort.SCAMORT(split, seed=fit_seed)
