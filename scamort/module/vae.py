@@ -50,6 +50,14 @@ def on_present_rows(
     )
 
 
+def _two_player_logits(clf: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An adversary's two players in one optimizer step: the classifier's logits on z
+    detached (a loss on them trains the classifier alone) and the logits of a copy of it
+    with detached weights on z (a loss on them trains the encoders alone)."""
+    frozen = {k: v.detach() for k, v in clf.named_parameters()}
+    return clf(z.detach()), torch.func.functional_call(clf, frozen, (z,))
+
+
 class MultiVAE(nn.Module):
     """Product-of-experts VAE over any set of count modalities."""
 
@@ -66,13 +74,7 @@ class MultiVAE(nn.Module):
         # Adversarial batch mixing (as MULTIVI's): a classifier learns the batch from z,
         # and the encoders learn to make its guess uniform over the other batches.
         self.batch_classifier = (
-            nn.Sequential(
-                nn.Linear(config.n_latent, 32),
-                nn.ReLU(),
-                nn.Linear(32, 32),
-                nn.ReLU(),
-                nn.Linear(32, config.n_categories[0]),
-            )
+            self._classifier(config.n_categories[0])
             if config.adversarial_batch_weight > 0
             else None
         )
@@ -80,15 +82,16 @@ class MultiVAE(nn.Module):
         # read from that modality alone belongs to a paired cell or to a cell measured
         # in that modality only, and the encoders learn to make it guess wrong.
         self.view_classifiers = (
-            nn.ModuleDict({m: self._view_classifier() for m in self.modalities})
+            nn.ModuleDict({m: self._classifier(2) for m in self.modalities})
             if config.adversarial_view_weight > 0
             else None
         )
 
-    def _view_classifier(self) -> nn.Module:
+    def _classifier(self, n_classes: int) -> nn.Module:
+        """An adversary's classifier of z: two hidden layers of 32."""
         return nn.Sequential(
             nn.Linear(self.config.n_latent, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-            nn.Linear(32, 2),
+            nn.Linear(32, n_classes),
         )  # fmt: skip
 
     def _tfidf_modalities(self) -> list[str]:
@@ -256,10 +259,9 @@ class MultiVAE(nn.Module):
         on z with z detached (trains the classifier only), plus the encoders' loss on z
         with the classifier's weights detached: cross-entropy against the uniform
         distribution over the batches the cell is not from (trains the encoders only)."""
-        clf = self.batch_classifier
-        learn = nn.functional.cross_entropy(clf(z.detach()), batch_codes)
-        frozen = {k: v.detach() for k, v in clf.named_parameters()}
-        log_p = torch.log_softmax(torch.func.functional_call(clf, frozen, (z,)), -1)
+        on_detached, frozen = _two_player_logits(self.batch_classifier, z)
+        learn = nn.functional.cross_entropy(on_detached, batch_codes)
+        log_p = torch.log_softmax(frozen, -1)
         others = 1.0 - nn.functional.one_hot(batch_codes, log_p.shape[-1]).to(log_p.dtype)
         fool = -(log_p * others).sum(-1).mean() / (log_p.shape[-1] - 1)
         return self.config.adversarial_batch_weight * (learn + fool)
@@ -284,12 +286,10 @@ class MultiVAE(nn.Module):
             labels = torch.as_tensor(single[rows].astype(np.int64), device=z.device)
             zj = z[host_index_on(rows, z.device)]
             w = labels.new_tensor([1.0 / only.sum(), 1.0 / single.sum()], dtype=z.dtype) / 2
-            learn = (w[labels] * nn.functional.cross_entropy(
-                clf(zj.detach()), labels, reduction="none")).sum()  # fmt: skip
-            frozen = {k: v.detach() for k, v in clf.named_parameters()}
-            logits = torch.func.functional_call(clf, frozen, (zj,))
-            fool = (w[labels] * nn.functional.cross_entropy(
-                logits, 1 - labels, reduction="none")).sum()  # fmt: skip
+            on_detached, frozen = _two_player_logits(clf, zj)
+            ce = nn.functional.cross_entropy
+            learn = (w[labels] * ce(on_detached, labels, reduction="none")).sum()
+            fool = (w[labels] * ce(frozen, 1 - labels, reduction="none")).sum()
             total = total + learn + fool
         return self.config.adversarial_view_weight * total
 
