@@ -1,13 +1,14 @@
 """A cell type that only one experiment has: does the view adversary force it onto others?
 
-The adversaries that mix experiments (``adversarial_view_weight``, the default, and
-``adversarial_batch_weight``) are rewarded when a classifier cannot tell the experiments
-apart, which a cell type that one experiment alone contains works against. This takes
-``sim_experiments`` (deal ``--seed``) and drops every cell of one type (``--type``,
-default: the type with most cells in the keeping experiment) from the other two
-experiments, so that one experiment alone has it (``--keeper``: ``rna_only``, the
+The adversaries that mix experiments (``adversarial_view_weight`` and
+``adversarial_batch_weight``, both opt-in) are rewarded when a classifier cannot tell the
+experiments apart, which a cell type that one experiment alone contains works against.
+This takes ``sim_experiments`` (deal ``--seed``) and drops every cell of one type
+(``--type``, default: the type with most cells in the keeping experiment) from the other
+two experiments, so that one experiment alone has it (``--keeper``: ``rna_only``, the
 default, ``atac_only`` or ``paired``), and fits scamort with each view-adversary weight
-asked for (``--weights``). For that type's cells, in the joint embedding:
+asked for (``--weights``; other options of ``SCAMORT`` as JSON in ``--options``). For
+that type's cells, in the joint embedding:
 
 - ``same type among 15 NN``: the share of their 15 nearest neighbours of their own type
   (1 when the type stays a cluster of its own);
@@ -31,6 +32,7 @@ and no model. Rows go to ``docs/private_type.jsonl``.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,7 @@ from quality import append_row, bench_process, in_fresh_process, load, true_late
 HERE = Path(__file__).resolve().parent
 
 
-def fit_and_score(seed: int, cell_type: str | None, weight, keeper: str) -> dict:
+def fit_and_score(seed, cell_type, weight, keeper: str, options: dict) -> dict:
     """Fit scamort with the view adversary at ``weight`` on the design and
     score its joint embedding; ``weight="truth"``: score the simulator's true latent
     state of the same cells instead (no fit)."""
@@ -60,10 +62,10 @@ def fit_and_score(seed: int, cell_type: str | None, weight, keeper: str) -> dict
         setting = {"embedding": "the true latent state"}
     else:
         scamort.SCAMORT.setup_mudata(data, batch_key="batch")
-        model = scamort.SCAMORT(data, seed=seed, adversarial_view_weight=weight)
+        model = scamort.SCAMORT(data, seed=seed, adversarial_view_weight=weight, **options)
         model.train(seed=seed, progress_bar=False)
         z = model.get_latent_representation()
-        setting = {"adversarial_view_weight": weight}
+        setting = {"adversarial_view_weight": weight, **({"options": options} if options else {})}
     row = {"seed": seed, "experiment that alone has the type": keeper, "cell type": cell_type}
     return {**row, **setting, **score(z, types, status, keeper, cell_type)}
 
@@ -98,14 +100,16 @@ def main(argv=None):
     p.add_argument("--type", default=None, help="the cell type the keeper alone keeps")
     p.add_argument("--keeper", default="rna_only", choices=["rna_only", "atac_only", "paired"])
     p.add_argument("--weights", type=float, nargs="*", default=[0.0, 10.0])
+    p.add_argument("--options", type=json.loads, default={}, help="more SCAMORT options")
     p.add_argument("--truth", action="store_true", help="also score the true latent state")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "private_type.jsonl")
     args = p.parse_args(argv)
     if args.truth:
-        row = in_fresh_process(fit_and_score, args.seed, args.type, "truth", args.keeper)
+        row = in_fresh_process(fit_and_score, args.seed, args.type, "truth", args.keeper, {})
         append_row(args.out, row)
     for w in args.weights:
-        append_row(args.out, in_fresh_process(fit_and_score, args.seed, args.type, w, args.keeper))
+        row = in_fresh_process(fit_and_score, args.seed, args.type, w, args.keeper, args.options)
+        append_row(args.out, row)
 
 
 if __name__ == "__main__":
