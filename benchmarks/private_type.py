@@ -7,8 +7,8 @@ This takes ``sim_experiments`` (deal ``--seed``) and drops every cell of one typ
 (``--type``, default: the type with most cells in the keeping experiment) from the other
 two experiments, so that one experiment alone has it (``--keeper``: ``rna_only``, the
 default, ``atac_only`` or ``paired``), and fits scamort with each view-adversary weight
-asked for (``--weights``; other options of ``SCAMORT`` as JSON in ``--options``). For
-that type's cells, in the joint embedding:
+asked for (``--weights``; other options of ``SCAMORT`` as JSON in ``--options``, of the
+embedding in ``--latent``). For that type's cells, in the joint embedding:
 
 - ``same type among 15 NN``: the share of their 15 nearest neighbours of their own type
   (1 when the type stays a cluster of its own);
@@ -41,7 +41,7 @@ from quality import append_row, bench_process, in_fresh_process, load, true_late
 HERE = Path(__file__).resolve().parent
 
 
-def fit_and_score(seed, cell_type, weight, keeper: str, options: dict) -> dict:
+def fit_and_score(seed, cell_type, weight, keeper: str, options: dict, latent: dict) -> dict:
     """Fit scamort with the view adversary at ``weight`` on the design and
     score its joint embedding; ``weight="truth"``: score the simulator's true latent
     state of the same cells instead (no fit)."""
@@ -64,8 +64,9 @@ def fit_and_score(seed, cell_type, weight, keeper: str, options: dict) -> dict:
         scamort.SCAMORT.setup_mudata(data, batch_key="batch")
         model = scamort.SCAMORT(data, seed=seed, adversarial_view_weight=weight, **options)
         model.train(seed=seed, progress_bar=False)
-        z = model.get_latent_representation()
+        z = model.get_latent_representation(**latent)
         setting = {"adversarial_view_weight": weight, **({"options": options} if options else {})}
+        setting.update({"latent": latent} if latent else {})
     row = {"seed": seed, "experiment that alone has the type": keeper, "cell type": cell_type}
     return {**row, **setting, **score(z, types, status, keeper, cell_type)}
 
@@ -101,14 +102,17 @@ def main(argv=None):
     p.add_argument("--keeper", default="rna_only", choices=["rna_only", "atac_only", "paired"])
     p.add_argument("--weights", type=float, nargs="*", default=[0.0, 10.0])
     p.add_argument("--options", type=json.loads, default={}, help="more SCAMORT options")
+    p.add_argument("--latent", type=json.loads, default={}, help="get_latent_representation's")
     p.add_argument("--truth", action="store_true", help="also score the true latent state")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "private_type.jsonl")
     args = p.parse_args(argv)
     if args.truth:
-        row = in_fresh_process(fit_and_score, args.seed, args.type, "truth", args.keeper, {})
+        row = in_fresh_process(fit_and_score, args.seed, args.type, "truth", args.keeper, {}, {})
         append_row(args.out, row)
     for w in args.weights:
-        row = in_fresh_process(fit_and_score, args.seed, args.type, w, args.keeper, args.options)
+        row = in_fresh_process(
+            fit_and_score, args.seed, args.type, w, args.keeper, args.options, args.latent
+        )
         append_row(args.out, row)
 
 
