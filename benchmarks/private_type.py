@@ -65,8 +65,11 @@ def fit_and_score(seed, cell_type, weight, keeper: str, options: dict, latent: d
         model = scamort.SCAMORT(data, seed=seed, adversarial_view_weight=weight, **options)
         model.train(seed=seed, progress_bar=False)
         z = model.get_latent_representation(**latent)
-        setting = {"adversarial_view_weight": weight, **({"options": options} if options else {})}
-        setting.update({"latent": latent} if latent else {})
+        setting = {"adversarial_view_weight": weight}
+        if options:
+            setting["options"] = options
+        if latent:
+            setting["latent"] = latent
     row = {"seed": seed, "experiment that alone has the type": keeper, "cell type": cell_type}
     return {**row, **setting, **score(z, types, status, keeper, cell_type)}
 
