@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from designs import load
-from quality import append_row, in_fresh_process, model_views
+from quality import append_row, bench_process, in_fresh_process, model_views
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,13 +32,10 @@ HERE = Path(__file__).resolve().parent
 def default_fit(dataset: str, seed: int, **train):
     """scamort fitted on a design at its defaults (``train`` overrides): (split, label
     key, model, training seconds, mask of the cells held out for early stopping)."""
-    import torch
-
     import scamort
     from scamort.data.loaders import holdout
 
-    torch.set_num_threads(2)
-    warnings.filterwarnings("ignore")
+    bench_process()
     _, split, label_key = load(dataset, seed)
     scamort.SCAMORT.setup_mudata(split, batch_key="batch")
     model = scamort.SCAMORT(split, seed=seed)
@@ -64,11 +60,9 @@ def multivi_fit(dataset: str, seed: int, epochs: int):
     early stopping: (split, label key, latent(modality), training seconds, mask of the
     cells it did not train on)."""
     import scvi
-    import torch
     from quality import multivi_model
 
-    torch.set_num_threads(2)
-    warnings.filterwarnings("ignore")
+    bench_process()
     _, split, label_key = load(dataset, seed)
     scvi.settings.seed = seed
     model = multivi_model(split, {"modality_covariate": False})
