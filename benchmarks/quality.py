@@ -570,7 +570,8 @@ CURRENT = {
 
 
 def _budget(row) -> str:
-    """A row's training budget in words: GLUE (epochs 0) trains to its own schedule."""
+    """A row's training budget in words. Epochs 0: GLUE trains to its own schedule, the
+    truth is not trained, and a model run with ``--epochs 0`` trains to its default."""
     if row["method"] == "glue":
         return "its own schedule"
     if row["method"] == "truth":
