@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 from quality import append_row, latent_path, load, true_latent
 
+from scamort.metrics import _within_type  # each cell minus its type's mean
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -53,11 +55,9 @@ def cut_within(z: np.ndarray, types: np.ndarray, keep: int) -> np.ndarray:
     be had it kept only ``keep`` dimensions of the state inside the types."""
     from sklearn.decomposition import PCA
 
-    means = np.zeros_like(z, dtype=np.float64)
-    for t in np.unique(types):
-        means[types == t] = z[types == t].mean(0)
-    pca = PCA(keep).fit(z - means)
-    return means + pca.inverse_transform(pca.transform(z - means)) - pca.mean_
+    deviations = _within_type(z, types)
+    pca = PCA(keep).fit(deviations)
+    return z - deviations + pca.inverse_transform(pca.transform(deviations))
 
 
 def shape_scores(
@@ -70,9 +70,7 @@ def shape_scores(
         for e in np.unique(experiments)
     ]
     centred = z - z.mean(0)
-    total = float((centred**2).sum())
-    means = {t: centred[types == t].mean(0) for t in np.unique(types)}
-    between = float(sum((types == t).sum() * (m**2).sum() for t, m in means.items()))
+    within_total = float((_within_type(z, types) ** 2).sum())
     eig = np.linalg.eigvalsh(np.cov(centred, rowvar=False))[::-1]
     return {
         "silhouette": float(scib_metrics.silhouette_label(z, types)),
@@ -80,7 +78,7 @@ def shape_scores(
         f"silhouette, within-type state cut to {cut} directions": float(
             scib_metrics.silhouette_label(cut_within(z, types, cut), types)
         ),
-        "between-type variance share": between / total,
+        "between-type variance share": 1.0 - within_total / float((centred**2).sum()),
         f"variance in the top {k} directions": float(eig[:k].sum() / eig.sum()),
     }
 
@@ -95,15 +93,9 @@ def explained_within(z: np.ndarray, truth: np.ndarray, types: np.ndarray) -> dic
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import KFold, cross_val_predict
 
-    def within(x):
-        x = np.asarray(x, dtype=np.float64).copy()
-        for t in np.unique(types):
-            x[types == t] -= x[types == t].mean(0)
-        return x
-
-    target = PCA().fit_transform(within(z))  # a rotation: the overall R² is unchanged
+    target = PCA().fit_transform(_within_type(z, types))  # a rotation: the R² is kept
     folds = KFold(5, shuffle=True, random_state=0)
-    pred = cross_val_predict(LinearRegression(), within(truth), target, cv=folds)
+    pred = cross_val_predict(LinearRegression(), _within_type(truth, types), target, cv=folds)
     per = 1.0 - ((pred - target) ** 2).sum(0) / (target**2).sum(0)
     share = (target**2).sum(0) / (target**2).sum()
     return {

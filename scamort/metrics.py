@@ -95,6 +95,14 @@ def leiden_sweep(
     return best
 
 
+def _within_type(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row of ``x`` minus the mean of the rows with its label (float64)."""
+    out = np.array(x, dtype=np.float64)
+    for t in np.unique(labels):
+        out[labels == t] -= out[labels == t].mean(0)
+    return out
+
+
 def latent_recovery(
     embedding: np.ndarray, truth: np.ndarray, labels, k: int = 15, cv: int = 5, seed: int = 0
 ) -> dict:
@@ -124,15 +132,9 @@ def latent_recovery(
             f"{len(emb)}, {len(truth)}, {len(labels)}"
         )
 
-    def within(x):
-        out = x.copy()
-        for t in np.unique(labels):
-            out[labels == t] -= x[labels == t].mean(0)
-        return out
-
-    target = within(truth)
+    target = _within_type(truth, labels)
     folds = KFold(cv, shuffle=True, random_state=seed)
-    pred = cross_val_predict(LinearRegression(), within(emb), target, cv=folds)
+    pred = cross_val_predict(LinearRegression(), _within_type(emb, labels), target, cv=folds)
     r2 = 1.0 - ((pred - target) ** 2).sum() / (target**2).sum()
 
     def neighbours(x):
