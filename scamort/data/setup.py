@@ -8,7 +8,7 @@ modality masks, covariate codes). Nothing is written into the user's object.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -16,13 +16,13 @@ import scipy.sparse as sp
 from anndata import AnnData
 from mudata import MuData
 
+from ..kinds import Modality
 from .backed import BackedCells, check_backed_matrix, is_backed_matrix
 from .cells import CellData
 from .counts import align_rows, as_counts, check_cells_have_counts
 from .errors import DataError, EmptyFeaturesWarning
 
 Data = AnnData | MuData
-KINDS = ("rna", "atac")
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,24 @@ class DataSpec:
     """What ``setup_*`` registered; JSON-serialisable, saved with a model."""
 
     modalities: tuple[str, ...]  # names in the data, in module order
-    kinds: tuple[str, ...]  # "rna" or "atac" per modality
-    layers: tuple[str | None, ...]  # where the raw counts live, per modality
+    declared: tuple[Modality, ...]  # each modality's declaration (kind, layer, options)
     batch_key: str | None
     categorical_covariate_keys: tuple[str, ...]
     categories: tuple[tuple[str, ...], ...]  # batch first, then each covariate key
     features: tuple[tuple[str, ...], ...]  # var_names per modality
     is_mudata: bool
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(d.kind for d in self.declared)
+
+    @property
+    def layers(self) -> tuple[str | None, ...]:
+        """Where each modality's raw counts live (None: ``.X``)."""
+        return tuple(d.layer for d in self.declared)
+
+    def declaration(self, modality: str) -> Modality:
+        return self.declared[self.modalities.index(modality)]
 
     @property
     def covariate_keys(self) -> tuple[str | None, ...]:
@@ -47,17 +58,31 @@ class DataSpec:
         return tuple(len(c) for c in self.categories)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, declared=()))
+        out["declared"] = [d.to_dict() for d in self.declared]
+        return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> DataSpec:
+    def from_dict(cls, d: dict, modalities: dict[str, Modality] | None = None) -> DataSpec:
+        """Read :meth:`to_dict`'s output. A spec saved before modalities were declared
+        (``kinds`` and ``layers``) takes its declarations from ``modalities`` (the saved
+        module configuration's), with the saved layers."""
+        d = dict(d)
+        if "declared" in d:
+            declared = tuple(Modality.from_dict(v) for v in d.pop("declared"))
+        else:
+            d.pop("kinds")
+            declared = tuple(
+                Modality(modalities[m].kind, layer, name=m, **modalities[m].option_dict())
+                for m, layer in zip(d["modalities"], d.pop("layers"))
+            )
         tup = {
             k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
             if isinstance(v, list)
             else v
             for k, v in d.items()
         }
-        return cls(**tup)
+        return cls(declared=declared, **tup)
 
 
 # ---- reading the object ------------------------------------------------------------------
@@ -67,7 +92,7 @@ def modality_views(data: Data, spec_modalities: tuple[str, ...]) -> dict[str, An
         if missing:
             raise DataError(
                 f"modality {missing[0]!r} not found in the MuData (it has {list(data.mod)}). "
-                "Pass the right name (rna_key= / atac_key=), or None to leave it out."
+                "Declare the modalities it has: setup_mudata(mdata, modalities={name: kind, ...})."
             )
         return {m: data.mod[m] for m in spec_modalities}
     return {spec_modalities[0]: data}
@@ -82,7 +107,7 @@ def _cells(data: Data, mods: dict[str, AnnData]) -> pd.Index:
         if a.n_obs == 0 or a.n_vars == 0:
             raise DataError(
                 f"modality {m!r} is empty ({a.n_obs} cells x {a.n_vars} features); "
-                "remove it from the data or pass None for its key."
+                "remove it from the data, or leave it out of setup_mudata's modalities."
             )
         if cells.get_indexer(a.obs_names).min() < 0:
             raise DataError(
@@ -148,14 +173,14 @@ def _column(data: Data, mods: dict[str, AnnData], key: str, cells: pd.Index) -> 
 # ---- the two entry points --------------------------------------------------------------
 def register(
     data: Data,
-    modalities: dict[str, tuple[str, str | None]],
+    modalities: dict[str, Modality],
     batch_key: str | None,
     covariate_keys: tuple[str, ...],
     chunk_size: int = 4096,
 ) -> tuple[DataSpec, CellData | BackedCells]:
-    """Validate training data. ``modalities``: name -> (kind, layer)."""
+    """Validate training data. ``modalities``: name -> its declaration."""
     if not modalities:
-        raise DataError("no modality to fit: pass at least one of rna_key / atac_key.")
+        raise DataError("no modality to fit: declare at least one (modalities={name: kind}).")
     names = tuple(modalities)
     mods = modality_views(data, names)
     cells = _cells(data, mods)
@@ -165,8 +190,7 @@ def register(
         categories.append(("all",) if col is None else tuple(sorted(col.unique())))
     spec = DataSpec(
         modalities=names,
-        kinds=tuple(k for k, _ in modalities.values()),
-        layers=tuple(layer for _, layer in modalities.values()),
+        declared=tuple(modalities[m].named(m) for m in names),
         batch_key=batch_key,
         categorical_covariate_keys=tuple(covariate_keys),
         categories=tuple(categories),

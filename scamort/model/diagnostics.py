@@ -8,7 +8,6 @@ import torch
 
 from ..data.setup import Data
 from ..module import elbo, iwae, refine
-from .access import _frozen
 from .training import _cuda_devices
 
 
@@ -18,11 +17,12 @@ def get_elbo(
 ) -> np.ndarray:
     """Per-cell joint ELBO (one posterior sample drawn from ``seed``), over the
     modalities each cell has. The global random state is left as it was."""
-    cells = self._cell_data(data)
+    inf = self._inference
+    cells = inf.cells_of(data)
     out = []
     with torch.random.fork_rng(devices=_cuda_devices()):
         torch.manual_seed(seed)
-        for b in self._batches(cells, indices, batch_size):
+        for b in inf.batches(cells, indices, batch_size):
             out.append(self.module.loss(b, 1.0).elbo.cpu().numpy())
     return np.concatenate(out)
 
@@ -57,15 +57,16 @@ def get_gaps(
     numbers), so their differences are precise. Cost: about ``converge_steps +
     iw_samples`` decoder passes per cell, so run it on a sample of cells.
     """
-    cells = self._cell_data(data)
-    gen = torch.Generator(device=self.device).manual_seed(seed)
+    inf = self._inference
+    cells = inf.cells_of(data)
+    gen = torch.Generator(device=inf.device).manual_seed(seed)
     steps = tuple(sorted(k for k in steps if k <= converge_steps))
     rows = []
-    for batch in self._batches(cells, indices, batch_size):
+    for batch in inf.batches(cells, indices, batch_size):
         with torch.no_grad():
-            q = self._posterior(batch, "joint")
-        log_lik = self._log_lik(batch, "joint")
-        with _frozen(self.module):
+            q = inf.posterior(batch, "joint")
+        log_lik = inf.log_lik(batch, "joint")
+        with inf.frozen():
             with torch.enable_grad():
                 r = refine(
                     log_lik,

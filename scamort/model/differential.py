@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._checks import check_option
 from ..data.setup import Data
-from .values import _decoded_mean
+from ..nn.covariates import BATCH, with_batch
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -49,24 +50,24 @@ def _sampler(model: SCAMORT, modality: str, cells, positions, seed: int, batch_s
     """scvi-tools' ``model_fn``: for ``n_samples_overall`` cells drawn (seeded) from the
     selection, one posterior draw each, decoded to normalized values, under
     ``transform_batch`` (a batch name) or the cell's own batch (None)."""
+    inf = model._inference
+    decoder = model.module.decoders[modality]
     rng = np.random.default_rng(seed)
-    gen = torch.Generator(device=model.device).manual_seed(seed)
+    gen = torch.Generator(device=inf.device).manual_seed(seed)
 
     @torch.inference_mode()
     def model_fn(adata, indices, transform_batch=None, n_samples_overall=None, **_):
         pick = positions[np.asarray(indices)]
         if n_samples_overall is not None:
             pick = rng.choice(pick, n_samples_overall)
-        codes = model._batch_code(transform_batch)
+        code = inf.batch_code(transform_batch)
         out = []
-        for batch in model._batches(cells, pick, batch_size):
-            q = model._posterior(batch, "joint")
+        for batch in inf.batches(cells, pick, batch_size):
+            q = inf.posterior(batch, "joint")
             z = q.loc + q.scale * torch.randn(q.loc.shape, generator=gen, device=q.loc.device)
-            cov = batch["cov"].clone()
-            if codes is not None:
-                cov[:, 0] = codes
+            cov = batch["cov"] if code is None else with_batch(batch["cov"], code)
             dist = model.module.generative(z, cov, modality)
-            out.append(_decoded_mean(dist).float().cpu().numpy())
+            out.append(decoder.normalized_mean(dist).float().cpu().numpy())
         return np.concatenate(out)
 
     return model_fn
@@ -101,45 +102,105 @@ def _raw_stats(counts, has, binary: bool):
     return stats
 
 
-def _differential(
-    model: SCAMORT,
-    kind: str,
-    groupby,
-    group1,
-    group2,
-    idx1,
-    idx2,
-    mode,
-    delta,
-    batch_size,
-    all_stats,
-    batch_correction,
-    batchid1,
-    batchid2,
-    fdr_target,
-    silent,
-    data,
-    observed_only,
-    seed,
+def differential(
+    self: SCAMORT,
+    modality: str,
+    groupby: str | None = None,
+    group1: str | list[str] | None = None,
+    group2: str | None = None,
+    idx1: np.ndarray | str | None = None,
+    idx2: np.ndarray | str | None = None,
+    mode: Literal["vanilla", "change"] = "change",
+    delta: float | None = None,
+    batch_size: int | None = None,
+    all_stats: bool = True,
+    batch_correction: bool = False,
+    batchid1: list[str] | None = None,
+    batchid2: list[str] | None = None,
+    fdr_target: float = 0.05,
+    silent: bool = True,
+    data: Data | None = None,
+    observed_only: bool = False,
+    seed: int = 0,
     **kwargs,
 ) -> pd.DataFrame:
+    """Differential values of ``modality`` between groups of cells, as scvi-tools' SCVI /
+    MULTIVI.
+
+    ``groupby`` names an obs column; ``group1`` (one or several of its values; all of them
+    when None) is compared with ``group2`` (the rest when None). Or ``idx1`` / ``idx2``
+    give the cells directly (masks, positions or obs query strings). ``mode="change"``
+    (default) gives ``proba_de``, the posterior probability that |log2 fold change| >
+    ``delta`` (``None``: the kind's default, 0.25 for genes, 0.05 for peaks), and
+    ``is_de_fdr_{fdr_target}``, the calls at that posterior expected FDR;
+    ``mode="vanilla"`` the probability that group 1's value exceeds group 2's.
+    ``batch_correction=True`` decodes every cell in each batch (``batchid1`` /
+    ``batchid2``) and compares like with like; ``pseudocounts`` and the other options of
+    :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors` pass through
+    ``kwargs``.
+
+    Every cell is used, cells lacking the modality through their imputed values; with
+    ``observed_only=True`` only the cells that measured it. Samples are drawn from
+    ``seed``. The table has scvi-tools' columns (``proba_de``, ``bayes_factor``,
+    ``lfc_mean``, ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2``, ``raw_mean1``, ...),
+    one row per feature and comparison, sorted by ``proba_de`` (``bayes_factor`` in
+    vanilla mode), or the kind's customary columns (ATAC: MULTIVI's, see
+    :meth:`differential_accessibility`).
+    """
     from scvi.model.base._de_core import _de_core
 
-    from ..module.config import check_option
-
     check_option("mode", mode, {"change", "vanilla"})
-    modality = model._modality_of(kind)
-    j = model.spec.modalities.index(modality)
-    cells = model._cell_data(data)
-    source = model.data if data is None else data
+    inf = self._inference
+    check_option("modality", modality, self.spec.modalities)
+    kind = self.spec.declaration(modality).entry
+    j = self.spec.modalities.index(modality)
+    cells = inf.cells_of(data)
+    source = self.data if data is None else data
     obs = source.obs.reindex(cells.obs_names)
     keep = cells.mask[:, j] if observed_only else np.ones(cells.n_cells, dtype=bool)
     positions = np.flatnonzero(keep)
+    groups = {"groupby": groupby, "group1": group1, "group2": group2}
+    idx1, idx2 = _check_groups(obs, positions, cells, modality, observed_only, idx1, idx2, **groups)
+    table = ad.AnnData(obs=obs.iloc[positions].copy())
+    counts = cells.x[modality][positions]
+    for b in [*(batchid1 or []), *(batchid2 or [])]:
+        inf.batch_code(b)  # an unknown batch name is an error naming the batches
+    binary = self.module.decoders[modality].binary_observations
+    result = _de_core(
+        _Registry(table, counts, self.spec.categories[BATCH]),
+        model_fn=_sampler(self, modality, cells, positions, seed, batch_size or 1024),
+        representation_fn=lambda adata, indices: self.get_latent_representation(
+            data, indices=positions[np.asarray(indices)], refine_steps=0
+        ),
+        groupby=groupby,
+        group1=group1,
+        group2=group2,
+        idx1=idx1,
+        idx2=idx2,
+        all_stats=all_stats,
+        all_stats_fn=_raw_stats(counts, cells.mask[positions, j], binary),
+        col_names=list(self.spec.features[j]),
+        mode=mode,
+        batchid1=batchid1,
+        batchid2=batchid2,
+        delta=kind.differential_delta if delta is None else delta,
+        batch_correction=batch_correction and self.spec.batch_key is not None,
+        fdr=fdr_target,
+        silent=silent,
+        **kwargs,
+    )
+    if kind.differential_table is None:
+        return result
+    return kind.differential_table(result, mode, fdr_target)
+
+
+def _check_groups(obs, positions, cells, modality, observed_only, idx1, idx2, groupby, group1,
+                  group2):  # fmt: skip
+    """Validate the groups; return idx1 and idx2 re-expressed over ``positions``."""
     if groupby is not None and groupby not in obs:
         raise ValueError(f"groupby={groupby!r} is not a column of obs (columns: {list(obs)}).")
     if groupby is None and idx1 is None:
         raise ValueError("pass groupby (an obs column) or idx1 (the cells of group 1).")
-    table = ad.AnnData(obs=obs.iloc[positions].copy())
     for name, idx in (("idx1", idx1), ("idx2", idx2)):
         if idx is not None and not isinstance(idx, str):
             idx = np.asarray(idx)
@@ -152,41 +213,12 @@ def _differential(
         if idx is not None and not isinstance(idx, str) and not np.any(idx):
             raise ValueError(f"{name} holds no cells{which}.")
     if groupby is not None and idx1 is None:
-        present = set(table.obs[groupby].astype(str))
+        present = set(obs.iloc[positions][groupby].astype(str))
         named = [group1] if isinstance(group1, str) else list(group1 or [])
         missing = [g for g in [*named, *([group2] if group2 else [])] if str(g) not in present]
         if missing:
             raise ValueError(f"groups {missing} of {groupby!r} have no cells{which}.")
-    counts = cells.x[modality][positions]
-    features = list(model.spec.features[j])
-    batches = model.spec.categories[0]
-    for b in [*(batchid1 or []), *(batchid2 or [])]:
-        model._batch_code(b)  # an unknown batch name is an error naming the batches
-    binary = model.config.likelihoods[modality] == "bernoulli"
-    result = _de_core(
-        _Registry(table, counts, batches),
-        model_fn=_sampler(model, modality, cells, positions, seed, batch_size or 1024),
-        representation_fn=lambda adata, indices: model.get_latent_representation(
-            data, indices=positions[np.asarray(indices)], refine_steps=0
-        ),
-        groupby=groupby,
-        group1=group1,
-        group2=group2,
-        idx1=idx1,
-        idx2=idx2,
-        all_stats=all_stats,
-        all_stats_fn=_raw_stats(counts, cells.mask[positions, j], binary),
-        col_names=features,
-        mode=mode,
-        batchid1=batchid1,
-        batchid2=batchid2,
-        delta=delta,
-        batch_correction=batch_correction and model.spec.batch_key is not None,
-        fdr=fdr_target,
-        silent=silent,
-        **kwargs,
-    )
-    return result
+    return idx1, idx2
 
 
 def _restrict(idx, positions, n_cells):
@@ -203,46 +235,14 @@ def differential_expression(
     groupby: str | None = None,
     group1: str | list[str] | None = None,
     group2: str | None = None,
-    idx1: np.ndarray | str | None = None,
-    idx2: np.ndarray | str | None = None,
-    mode: Literal["vanilla", "change"] = "change",
-    delta: float = 0.25,
-    batch_size: int | None = None,
-    all_stats: bool = True,
-    batch_correction: bool = False,
-    batchid1: list[str] | None = None,
-    batchid2: list[str] | None = None,
-    fdr_target: float = 0.05,
-    silent: bool = True,
-    data: Data | None = None,
-    observed_only: bool = False,
-    seed: int = 0,
     **kwargs,
 ) -> pd.DataFrame:
-    """Differential expression between groups of cells, as scvi-tools' SCVI / MULTIVI.
-
-    ``groupby`` names an obs column; ``group1`` (one or several of its values; all of them
-    when None) is compared with ``group2`` (the rest when None). Or ``idx1`` / ``idx2``
-    give the cells directly (masks, positions or obs query strings). ``mode="change"``
-    (default) gives ``proba_de``, the posterior probability that |log2 fold change| >
-    ``delta``, and ``is_de_fdr_{fdr_target}``, the calls at that posterior expected FDR;
-    ``mode="vanilla"`` the probability that group 1's expression exceeds group 2's.
-    ``batch_correction=True`` decodes every cell in each batch (``batchid1`` /
-    ``batchid2``) and compares like with like; ``pseudocounts`` and the other options of
-    :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors` pass through
-    ``kwargs``.
-
-    Every cell is used, ATAC-only cells through their imputed expression; with
-    ``observed_only=True`` only the cells whose RNA was measured. Samples are drawn from
-    ``seed``. Columns as scvi-tools (``proba_de``, ``bayes_factor``, ``lfc_mean``,
-    ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2``, ``raw_mean1``, ...), one row per
-    gene and comparison, sorted by ``proba_de`` (``bayes_factor`` in vanilla mode).
-    """
-    return _differential(
-        self, "rna", groupby, group1, group2, idx1, idx2, mode, delta, batch_size,
-        all_stats, batch_correction, batchid1, batchid2, fdr_target, silent, data,
-        observed_only, seed, **kwargs,
-    )  # fmt: skip
+    """Differential expression between groups of cells: :meth:`differential` on the RNA
+    modality (``delta`` 0.25 by default; ATAC-only cells take part through their imputed
+    expression unless ``observed_only=True``). Every other argument is
+    :meth:`differential`'s."""
+    rna = self._inference.modality_of("rna")
+    return self.differential(rna, groupby, group1, group2, **kwargs)
 
 
 def differential_accessibility(
@@ -250,53 +250,19 @@ def differential_accessibility(
     groupby: str | None = None,
     group1: str | list[str] | None = None,
     group2: str | None = None,
-    idx1: np.ndarray | str | None = None,
-    idx2: np.ndarray | str | None = None,
-    mode: Literal["vanilla", "change"] = "change",
-    delta: float = 0.05,
-    batch_size: int | None = None,
-    all_stats: bool = True,
-    batch_correction: bool = False,
-    batchid1: list[str] | None = None,
-    batchid2: list[str] | None = None,
-    fdr_target: float = 0.05,
-    silent: bool = True,
-    data: Data | None = None,
-    observed_only: bool = False,
-    seed: int = 0,
     **kwargs,
 ) -> pd.DataFrame:
-    """Differential accessibility between groups of cells, with MULTIVI's output columns.
+    """Differential accessibility between groups of cells, with MULTIVI's output columns:
+    :meth:`differential` on the ATAC modality (``delta`` 0.05 by default), on the
+    accessibility estimates (Bernoulli ATAC: probabilities without the cell factor).
 
-    The same decision machinery and arguments as :meth:`differential_expression`, on the
-    accessibility estimates (Bernoulli ATAC: probabilities without the cell factor). The
-    table has MULTIVI's columns: ``prob_da``, ``is_da_fdr`` (at ``fdr_target``; change
-    mode), ``bayes_factor``, ``effect_size`` (group 2 minus group 1), ``emp_effect``,
-    ``est_prob1`` / ``est_prob2`` and ``emp_prob1`` / ``emp_prob2`` (observed
-    fractions of open cells among the cells with ATAC), and ``comparison``, ``group1``,
-    ``group2`` where groups were named. RNA-only cells take part through their imputed
-    accessibility unless ``observed_only=True``.
+    Columns: ``prob_da``, ``is_da_fdr`` (at ``fdr_target``; change mode),
+    ``bayes_factor``, ``effect_size`` (group 2 minus group 1), ``emp_effect``,
+    ``est_prob1`` / ``est_prob2`` and ``emp_prob1`` / ``emp_prob2`` (observed fractions
+    of open cells among the cells with ATAC), and ``comparison``, ``group1``, ``group2``
+    where groups were named. RNA-only cells take part through their imputed
+    accessibility unless ``observed_only=True``. Every other argument is
+    :meth:`differential`'s.
     """
-    result = _differential(
-        self, "atac", groupby, group1, group2, idx1, idx2, mode, delta, batch_size,
-        all_stats, batch_correction, batchid1, batchid2, fdr_target, silent, data,
-        observed_only, seed, **kwargs,
-    )  # fmt: skip
-    out = pd.DataFrame(
-        {
-            "prob_da": result["proba_de"] if mode == "change" else result["proba_m1"],
-            "is_da_fdr": result[f"is_de_fdr_{fdr_target}"] if mode == "change" else None,
-            "bayes_factor": result["bayes_factor"],
-            "effect_size": result["scale2"] - result["scale1"],
-            "emp_effect": result.get("emp_mean2", np.nan) - result.get("emp_mean1", np.nan),
-            "est_prob1": result["scale1"],
-            "est_prob2": result["scale2"],
-            "emp_prob1": result.get("emp_mean1", np.nan),
-            "emp_prob2": result.get("emp_mean2", np.nan),
-        },
-        index=result.index,
-    )
-    for col in ("comparison", "group1", "group2"):
-        if col in result:
-            out[col] = result[col]
-    return out
+    atac = self._inference.modality_of("atac")
+    return self.differential(atac, groupby, group1, group2, **kwargs)

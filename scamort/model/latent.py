@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..data import (
-    DataError,
-)
+from .._checks import check_option
+from ..data import DataError
 from ..data.backed import BackedCells
-from ..data.cells import batches_without_paired
 from ..data.setup import Data
 from ..module import refine
-from ..module.config import check_option
+from ..nn.covariates import batch_codes
 from ..nn.sparse import host_index_on
-from .access import (
-    _frozen,
-    _nan_rows,
-)
+from .inference import Inference, nan_rows
 
 
 def get_latent_representation(
@@ -96,26 +92,12 @@ def get_latent_representation(
     and need ``prior=True``; ``"auto"`` is False, or True when refining or returning
     the ELBO.
     """
-    refine_steps, refine_cells = self._refinement(refine_steps, refine_cells, return_elbo, prior)
-    refine_paired = (refine_steps > 0 and refine_cells == "all") or return_elbo
-    paired = self._check_latent_options(modality, paired, refine_paired)
-    prior = self._check_prior(prior, refine_steps > 0 or return_elbo)
-    return self._latent(
-        self._cell_data(data),
-        modality,
-        indices,
-        give_mean,
-        batch_size,
-        refine_steps,
-        refine_lr,
-        refine_samples,
-        refine_tol,
-        return_elbo,
-        seed,
-        paired,
-        prior,
-        refine_cells,
-    )
+    how = resolve(
+        self._inference, modality, paired, prior, refine_steps, refine_cells, return_elbo,
+        give_mean=give_mean, batch_size=batch_size, seed=seed,
+        lr=refine_lr, samples=refine_samples, tol=refine_tol,
+    )  # fmt: skip
+    return embed(self._inference, self._inference.cells_of(data), indices, how)
 
 
 # Refinement steps of ``refine_steps="auto"``: the screens of
@@ -123,7 +105,54 @@ def get_latent_representation(
 AUTO_REFINE_STEPS = 20
 
 
-def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Embedding:
+    """How cells are embedded, every ``"auto"`` resolved (:func:`resolve`)."""
+
+    modality: str = "joint"
+    paired: str = "product"  # "product" or "average"
+    prior: bool = True
+    give_mean: bool = True
+    batch_size: int = 1024
+    return_elbo: bool = False
+    seed: int = 0
+    # refinement: steps (0: none), Adam's lr, draws per step, tolerance, which cells
+    # ("all", "unpaired", or "separate": the one-modality cells of unbridged batches)
+    steps: int = 0
+    lr: float = 0.05
+    samples: int = 1
+    tol: float | None = None
+    refine_cells: str = "all"
+
+
+def resolve(
+    inf: Inference,
+    modality: str,
+    paired,
+    prior,
+    refine_steps,
+    refine_cells,
+    return_elbo: bool,
+    **rest,
+) -> Embedding:
+    """Validate the latent options and resolve their ``"auto"`` values, which interact:
+    refining (or returning the ELBO) needs the product posterior with the prior."""
+    steps, refine_cells = _refinement(inf, refine_steps, refine_cells, return_elbo, prior)
+    refine_paired = (steps > 0 and refine_cells == "all") or return_elbo
+    paired = _check_latent_options(inf, modality, paired, refine_paired)
+    prior = _check_prior(prior, steps > 0 or return_elbo)
+    return Embedding(
+        modality=modality,
+        paired=paired,
+        prior=prior,
+        return_elbo=return_elbo,
+        steps=steps,
+        refine_cells=refine_cells,
+        **rest,
+    )
+
+
+def _refinement(inf: Inference, refine_steps, refine_cells: str, return_elbo: bool, prior):
     """Validate ``refine_steps`` and ``refine_cells``; resolve their ``"auto"`` (no
     refinement by default for an embedding without the prior, which refinement needs)."""
     check_option("refine_cells", refine_cells, {"auto", "all", "unpaired"})
@@ -146,26 +175,16 @@ def _refinement(self, refine_steps, refine_cells: str, return_elbo: bool, prior)
             "refine_cells='unpaired' most cells are not refined. Pass refine_cells='all'."
         )
     if auto:
-        several = len(self.spec.modalities) > 1
+        several = len(inf.spec.modalities) > 1
         if refine_cells == "separate":
-            several = several and len(self._unbridged_batches()) > 0
+            several = several and len(inf.unbridged_batches()) > 0
         no_prior = isinstance(prior, (bool, np.bool_)) and not prior
         wanted = (several or refine_cells == "all") and not no_prior
         refine_steps = AUTO_REFINE_STEPS if wanted or return_elbo else 0
     return int(refine_steps), refine_cells
 
 
-def _unbridged_batches(self) -> np.ndarray:
-    """Codes of the batches in which the model was trained on no paired cell while
-    other batches had some: separate one-modality experiments (empty when every batch
-    has paired cells, or no training cell is paired)."""
-    cells = self._cells
-    codes = np.asarray(cells.cov[:, 0])
-    without = batches_without_paired(cells.mask, codes)
-    return without if len(without) < len(np.unique(codes)) else without[:0]
-
-
-def _check_prior(self, prior, refining: bool) -> bool:
+def _check_prior(prior, refining: bool) -> bool:
     """Validate ``prior``; return it with ``"auto"`` resolved."""
     if not (isinstance(prior, (bool, np.bool_)) or prior == "auto"):
         raise ValueError(f"prior={prior!r} is not valid; choose True, False or 'auto'.")
@@ -179,9 +198,9 @@ def _check_prior(self, prior, refining: bool) -> bool:
     return bool(prior)
 
 
-def _check_latent_options(self, modality: str, paired: str, refining: bool) -> str:
+def _check_latent_options(inf: Inference, modality: str, paired: str, refining: bool) -> str:
     """Validate the latent options; return ``paired`` with ``"auto"`` resolved."""
-    self._check_modality(modality)
+    inf.check_modality(modality)
     check_option("paired", paired, {"auto", "product", "average"})
     if modality != "joint" and paired != "auto":
         raise ValueError(
@@ -198,54 +217,39 @@ def _check_latent_options(self, modality: str, paired: str, refining: bool) -> s
     return paired
 
 
-def _latent(
-    self,
-    cells,
-    modality,
-    indices,
-    give_mean,
-    batch_size,
-    refine_steps,
-    refine_lr,
-    refine_samples,
-    refine_tol,
-    return_elbo,
-    seed,
-    paired="product",
-    prior=True,
-    refine_cells="all",
-):
-    gen = torch.Generator(device=self.device).manual_seed(seed)
+def embed(inf: Inference, cells, indices, how: Embedding):
+    """The embedding of ``cells`` (rows ``indices``) as ``how`` says: an (n, D) array, and
+    with ``how.return_elbo`` the table of ELBOs before and after refinement."""
+    gen = torch.Generator(device=inf.device).manual_seed(how.seed)
     obs = cells.obs_names if indices is None else cells.obs_names[np.asarray(indices)]
     # the training data's separate experiments: read once, not per block
-    only = self._unbridged_batches() if refine_cells == "separate" else None
+    only = inf.unbridged_batches() if how.refine_cells == "separate" else None
     zs, before, after = [], [], []
     start = 0
-    for batch in self._batches(cells, indices, batch_size):
+    for batch in inf.batches(cells, indices, how.batch_size):
         names = obs[start : start + batch["mask_host"].shape[0]]
         start += len(names)
         with torch.no_grad():
-            q = self._posterior(batch, modality, paired, prior)
+            q = inf.posterior(batch, how.modality, how.paired, how.prior)
         loc, scale = q.loc, q.scale
-        how = (refine_steps, refine_lr, refine_samples, refine_tol, names, seed)
-        if refine_cells in ("unpaired", "separate") and refine_steps > 0:
-            loc, scale = self._refine_unpaired(batch, modality, loc, scale, *how, only)
-        elif refine_steps > 0 or return_elbo:
-            r = self._refine_rows(batch, modality, loc, scale, *how)
+        if how.refine_cells in ("unpaired", "separate") and how.steps > 0:
+            loc, scale = _refine_unpaired(inf, batch, loc, scale, names, how, only)
+        elif how.steps > 0 or how.return_elbo:
+            r = refine_rows(inf, batch, loc, scale, names, how)
             loc, scale = r.loc, r.scale
             before.append(r.elbo_before)
             after.append(r.elbo_after)
         z = (
             loc
-            if give_mean
+            if how.give_mean
             else loc + scale * torch.randn(loc.shape, generator=gen, device=loc.device)
         )
-        has = self._has(batch, modality)
-        zs.append(_nan_rows(z, has))
+        has = inf.has(batch, how.modality)
+        zs.append(nan_rows(z, has))
         if before:
-            before[-1], after[-1] = _nan_rows(before[-1], has), _nan_rows(after[-1], has)
+            before[-1], after[-1] = nan_rows(before[-1], has), nan_rows(after[-1], has)
     z = np.concatenate(zs)
-    if not return_elbo:
+    if not how.return_elbo:
         return z
     table = pd.DataFrame(
         {"elbo_amortized": np.concatenate(before), "elbo_refined": np.concatenate(after)},
@@ -270,46 +274,40 @@ def cell_draws(names, seed: int, like: torch.Tensor):
     return draws
 
 
-def _refine_unpaired(
-    self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed, batches=None
-):
+def _refine_unpaired(inf: Inference, batch, loc, scale, names, how: Embedding, batches=None):
     """(loc, scale) with the rows of the batch's cells measured in one modality alone
     (and, for a single-modality latent, in that one; with ``batches``, of those batch
     codes) refined; other rows unchanged."""
     has = batch["mask_host"]
     alone = has.sum(1) == 1
-    if modality != "joint":
-        alone &= has[:, self.spec.modalities.index(modality)]
+    if how.modality != "joint":
+        alone &= has[:, inf.spec.modalities.index(how.modality)]
     if batches is not None:
-        alone &= np.isin(batch["cov"][:, 0].cpu().numpy(), batches)
+        alone &= np.isin(batch_codes(batch["cov"]).cpu().numpy(), batches)
     rows = np.flatnonzero(alone)
     if rows.size == 0:
         return loc, scale
     idx = host_index_on(rows, loc.device)
     names = np.asarray(names)[rows]
-    r = self._refine_rows(
-        batch, modality, loc[idx], scale[idx], steps, lr, samples, tol, names, seed, rows
-    )
+    r = refine_rows(inf, batch, loc[idx], scale[idx], names, how, rows)
     return loc.index_copy(0, idx, r.loc), scale.index_copy(0, idx, r.scale)
 
 
-def _refine_rows(
-    self, batch, modality, loc, scale, steps, lr, samples, tol, names, seed, rows=None
-):
+def refine_rows(inf: Inference, batch, loc, scale, names, how: Embedding, rows=None):
     """Refine, with the module frozen, the posteriors (loc, scale) of the batch's cells
     at host indices ``rows`` (None: every cell; ``loc``, ``scale`` and ``names`` are
     those cells' already); each cell draws from its own stream (:func:`cell_draws`).
     Returns :func:`refine`'s result."""
-    with _frozen(self.module), torch.enable_grad():
+    with inf.frozen(), torch.enable_grad():
         return refine(
-            self._log_lik(batch, modality, rows),
+            inf.log_lik(batch, how.modality, rows),
             loc,
             scale,
-            steps,
-            lr=lr,
-            n_samples=samples,
-            tol=tol,
-            draws=cell_draws(names, seed, loc),
+            how.steps,
+            lr=how.lr,
+            n_samples=how.samples,
+            tol=how.tol,
+            draws=cell_draws(names, how.seed, loc),
         )
 
 
@@ -334,34 +332,14 @@ def write_latent_representation(
     back with ``read_h5ad`` / ``read_h5mu``. Rows of cells lacking ``modality`` are
     NaN. See :meth:`get_latent_representation` for the arguments.
     """
-    refine_steps, refine_cells = self._refinement(refine_steps, refine_cells, False, prior)
-    paired = self._check_latent_options(
-        modality, paired, refine_steps > 0 and refine_cells == "all"
-    )
-    prior = self._check_prior(prior, refine_steps > 0)
+    how = resolve(
+        self._inference, modality, paired, prior, refine_steps, refine_cells, False,
+        batch_size=batch_size, seed=seed, lr=refine_lr,
+    )  # fmt: skip
     data = self.data if data is None else data
-    cells = self._cell_data(data)
-
-    def latent(indices):
-        return self._latent(
-            cells,
-            modality,
-            indices,
-            give_mean=True,
-            batch_size=batch_size,
-            refine_steps=refine_steps,
-            refine_lr=refine_lr,
-            refine_samples=1,
-            refine_tol=None,
-            return_elbo=False,
-            seed=seed,
-            paired=paired,
-            prior=prior,
-            refine_cells=refine_cells,
-        )
-
+    cells = self._inference.cells_of(data)
     if not isinstance(cells, BackedCells):
-        data.obsm[key] = latent(None)
+        data.obsm[key] = embed(self._inference, cells, None, how)
         return
     f = _writable_file(data)
     group = f.require_group("obsm")
@@ -370,7 +348,7 @@ def write_latent_representation(
     out = group.create_dataset(key, shape=(cells.n_cells, self.config.n_latent), dtype="f4")
     out.attrs["encoding-type"], out.attrs["encoding-version"] = "array", "0.2.0"
     for start, stop in cells.chunks():
-        out[start:stop] = latent(np.arange(start, stop))
+        out[start:stop] = embed(self._inference, cells, np.arange(start, stop), how)
     f.flush()
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.setup import Data
+from .latent import Embedding, embed
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -47,17 +48,17 @@ def _patterns(cells, idx) -> np.ndarray:
     return np.array(["".join("1" if v else "0" for v in row) for row in cells.mask[idx]])
 
 
-def _novelty_calibration(self: SCAMORT, seed: int = 0) -> dict:
+def novelty_calibration(model: SCAMORT, seed: int = 0) -> dict:
     """The training cells' ELBO-on-depth fit, one per modality pattern (paired,
-    RNA-only, ...), whose residual spreads differ (computed once, then kept)."""
-    if self._calibration is not None:
-        return self._calibration
-    cells = self._cells
+    RNA-only, ...), whose residual spreads differ (computed once, then kept with the
+    model)."""
+    if model._calibration is not None:
+        return model._calibration
+    inf = model._inference
+    cells = inf.cells
     n = min(cells.n_cells, CALIBRATION_CELLS)
     pick = np.sort(np.random.default_rng(seed).choice(cells.n_cells, n, replace=False))
-    _, elbos = self._latent(
-        cells, "joint", pick, True, 1024, 0, 0.05, 1, None, True, seed, "product"
-    )
+    _, elbos = embed(inf, cells, pick, Embedding(return_elbo=True, seed=seed))
     design = _design(_cell_subset(cells, pick))
     y = elbos["elbo_amortized"].to_numpy()
     patterns = _patterns(cells, pick)
@@ -67,7 +68,7 @@ def _novelty_calibration(self: SCAMORT, seed: int = 0) -> dict:
         coef, *_ = np.linalg.lstsq(design[k], y[k], rcond=None)
         sd = float(np.std(y[k] - design[k] @ coef)) if k.sum() > 2 else 0.0
         fits[pattern] = {"coef": coef.tolist(), "sd": sd or 1.0, "cells": int(k.sum())}
-    self._calibration = fits
+    model._calibration = fits
     return fits
 
 
@@ -90,12 +91,12 @@ def get_novelty(
     On a query model (:meth:`load_query_data`) the reference's calibration is used, so
     query cells are scored against the reference's training cells.
     """
-    cal = _novelty_calibration(self)
-    cells = self._cell_data(data)
+    cal = novelty_calibration(self)
+    inf = self._inference
+    cells = inf.cells_of(data)
     idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
-    _, elbos = self._latent(
-        cells, "joint", idx, True, batch_size, refine_steps, 0.05, 1, None, True, seed, "product"
-    )
+    how = Embedding(batch_size=batch_size, steps=refine_steps, return_elbo=True, seed=seed)
+    _, elbos = embed(inf, cells, idx, how)
     design = _design(_cell_subset(cells, idx))
     patterns = _patterns(cells, idx)
     unknown = sorted(set(patterns) - set(cal))

@@ -1,4 +1,9 @@
-"""Saving and loading a model (weights, configuration, history)."""
+"""Saving and loading a model (weights, configuration, history).
+
+Models saved by scamort 0.1.0 (likelihoods and the kinds' options at the top of the
+configuration, no modality declarations) load: their configuration and weights are read
+into today's form (``ModuleConfig.from_dict``, ``DataSpec.from_dict``,
+:func:`_upgrade_state`)."""
 
 from __future__ import annotations
 
@@ -57,15 +62,24 @@ def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SC
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
     config = json.loads((path / "config.json").read_text())
-    spec = DataSpec.from_dict(config["spec"])
-    module_config = ModuleConfig(**config["module"])
+    module_config = ModuleConfig.from_dict(config["module"])
+    spec = DataSpec.from_dict(config["spec"], module_config.modalities)
     cells = to_cell_data(data, spec, chunk_size)
-    model = cls.__new__(cls)
-    model._init(data, spec, cells, module_config, seed=0)
+    model = cls._build(data, spec, cells, module_config, seed=0)
     state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    model.module.load_state_dict(state)
+    model.module.load_state_dict(_upgrade_state(state, model.module))
     model.is_trained = config["is_trained"]
     model._calibration = config.get("novelty_calibration")
     hist = path / "history.csv"
     model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
     return model
+
+
+def _upgrade_state(state: dict, module) -> dict:
+    """Weights saved by scamort 0.1.0 under today's names: the TF-IDF statistics were a
+    buffer ``idf_<modality>`` of the module, now ``inputs.<modality>.idf``."""
+    out = {}
+    for key, value in state.items():
+        m = key[len("idf_") :] if key.startswith("idf_") else None
+        out[f"inputs.{m}.idf" if m in module.inputs else key] = value
+    return out

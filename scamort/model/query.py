@@ -24,6 +24,7 @@ import torch
 
 from ..data.query import query_cells
 from ..data.setup import Data
+from .novelty import novelty_calibration
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -42,13 +43,12 @@ def load_query_data(cls, data: Data, reference: SCAMORT, modality: str | None = 
         raise ValueError("the reference model is not trained; train it before mapping a query.")
     spec, cells = query_cells(data, reference.spec, modality)
     config = replace(reference.config, n_categories=spec.n_categories)
-    model = cls.__new__(cls)
-    model._init(data, spec, cells, config, seed=0)
+    model = cls._build(data, spec, cells, config, seed=0)
     old = reference.module.state_dict()
     masks = _surgery(model.module, old, reference.spec.n_categories, spec.n_categories)
     model.module.to(reference.device)
     model._query_hooks = _freeze(model.module, masks)
-    model._calibration = reference._novelty_calibration()
+    model._calibration = novelty_calibration(reference)
     return model
 
 

@@ -3,56 +3,83 @@ the object and never written into it."""
 
 from __future__ import annotations
 
+import warnings
 import weakref
-from typing import Literal
+from collections.abc import Mapping
 
-from ..data import (
-    CellData,
-    DataError,
-    DataSpec,
-    register,
-)
-from ..module.config import check_option
+from mudata import MuData
+
+from ..data import CellData, DataError, DataSpec, register
+from ..kinds import KINDS, Modality, kind_named
+from ..kinds.modality import as_modality
 
 # setup_* registrations, keyed by id(data) and checked against a weak reference, so
 # that nothing is ever written into the user's object.
-
-
 _REGISTRY: dict[int, tuple[weakref.ref, DataSpec, CellData]] = {}
+
+# setup_mudata's keywords before modalities were declared: old keyword -> (kind, field)
+_LEGACY_KEYS = {
+    "rna_key": ("rna", "name"),
+    "atac_key": ("atac", "name"),
+    "rna_layer": ("rna", "layer"),
+    "atac_layer": ("atac", "layer"),
+}
 
 
 def setup_mudata(
-    mdata,
-    rna_key: str | None = "rna",
-    atac_key: str | None = "atac",
-    rna_layer: str | None = None,
-    atac_layer: str | None = None,
+    mdata: MuData,
+    modalities: Mapping[str, str | Modality] | None = None,
     batch_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     chunk_size: int = 4096,
+    **legacy,
 ) -> DataSpec:
     """Validate and register a MuData whose modalities may hold different cells.
 
-    A cell in both ``rna_key`` and ``atac_key`` is paired; a cell in one of them is
-    unpaired. No zero-padding or reordering is needed. Columns are read from
-    ``mdata.obs`` or, failing that, from the modalities' obs. Raises
-    :class:`~scamort.data.DataError` naming the problem and the fix.
+    A cell in several registered modalities is paired; a cell in one is unpaired. No
+    zero-padding or reordering is needed. Columns are read from ``mdata.obs`` or,
+    failing that, from the modalities' obs. Nothing is written into ``mdata``; raises
+    :class:`~scamort.DataError` naming the problem and the fix.
 
-    A MuData read with ``backed=True`` stays on disk: its counts (in ``.X``, CSR) are
-    read in chunks of ``chunk_size`` consecutive cells, for the checks here (one pass
-    over the file), for training and for every result.
+    Parameters
+    ----------
+    mdata
+        The MuData, raw counts in ``.X`` or a layer of each modality.
+    modalities
+        Which modalities to fit, ``{name in mdata.mod: kind or scamort.Modality}``, e.g.
+        ``{"gex": "rna", "peaks": scamort.Modality("atac", layer="counts")}``; a
+        :class:`~scamort.Modality` also sets the layer of raw counts and the likelihood
+        and its options. ``None`` (default): every modality of ``mdata`` whose kind its
+        name says (``rna``, ``gex``, ``expression``, ... for RNA; ``atac``, ``peaks``,
+        ``chromatin``, ... for ATAC), with the kind's defaults.
+    batch_key
+        obs column with the batch (``None``: one batch).
+    categorical_covariate_keys
+        Further categorical obs columns the decoders condition on.
+    chunk_size
+        A MuData read with ``backed=True`` stays on disk: its counts (in ``.X``, CSR) are
+        read in chunks of this many consecutive cells, for the checks here (one pass over
+        the file), for training and for every result.
+
+    ``rna_key``, ``atac_key``, ``rna_layer`` and ``atac_layer`` still work in this
+    release (with a ``DeprecationWarning``): declare the modalities instead.
     """
-    mods = {
-        m: (k, layer)
-        for m, k, layer in ((rna_key, "rna", rna_layer), (atac_key, "atac", atac_layer))
-        if m is not None
-    }
-    return _register(mdata, mods, batch_key, categorical_covariate_keys, chunk_size)
+    if modalities is not None and not isinstance(modalities, Mapping):
+        raise TypeError(
+            "modalities is a mapping {name in mdata.mod: kind or scamort.Modality}, e.g. "
+            f"{{'rna': 'rna', 'atac': 'atac'}}; got {modalities!r}."
+        )
+    if legacy:
+        modalities = _from_legacy(mdata, modalities, legacy)
+    elif modalities is None:
+        modalities = _by_name(mdata)
+    declared = {m: as_modality(v, m) for m, v in modalities.items()}
+    return _register(mdata, declared, batch_key, categorical_covariate_keys, chunk_size)
 
 
 def setup_anndata(
     adata,
-    modality: Literal["rna", "atac"] = "rna",
+    modality: str | Modality = "rna",
     layer: str | None = None,
     batch_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
@@ -60,18 +87,77 @@ def setup_anndata(
 ) -> DataSpec:
     """Validate and register a single-modality AnnData (RNA alone behaves like scVI).
 
-    An AnnData read with ``backed="r"`` stays on disk (see :meth:`setup_mudata`).
+    ``modality`` is its kind (``"rna"``, ``"atac"``) or a :class:`~scamort.Modality`
+    (kind, layer, likelihood and options); the modality is named after its kind.
+    ``layer`` holds the raw counts (``None``: ``.X``, or the Modality's layer). An
+    AnnData read with ``backed="r"`` stays on disk (see :meth:`setup_mudata`).
     """
-    check_option("modality", modality, {"rna", "atac"})
+    declared = as_modality(modality)
+    if layer is not None:
+        declared = Modality(declared.kind, layer, **declared.option_dict())
     return _register(
-        adata, {modality: (modality, layer)}, batch_key, categorical_covariate_keys, chunk_size
+        adata,
+        {declared.kind: declared.named(declared.kind)},
+        batch_key,
+        categorical_covariate_keys,
+        chunk_size,
     )
 
 
-def _register(data, mods, batch_key, covariate_keys, chunk_size=4096) -> DataSpec:
+def _by_name(mdata: MuData) -> dict[str, str]:
+    """Every modality of ``mdata`` with the kind its name says; a DataError for a name
+    that says none."""
+    if not isinstance(mdata, MuData):
+        raise DataError(
+            f"setup_mudata takes a MuData, got {type(mdata).__name__}; register an AnnData "
+            "with setup_anndata(adata, modality=...)."
+        )
+    kinds = {m: kind_named(m) for m in mdata.mod}
+    unknown = [m for m, k in kinds.items() if k is None]
+    if unknown:
+        known = {k.name: sorted(k.names) for k in KINDS.values()}
+        raise DataError(
+            f"cannot tell the kind of data of modality {unknown[0]!r} from its name "
+            f"(scamort recognises {known}). Declare the modalities to fit: "
+            f"setup_mudata(mdata, modalities={{{unknown[0]!r}: 'rna', ...}}) with each "
+            "name's kind, leaving out those not to fit."
+        )
+    return kinds
+
+
+def _from_legacy(mdata, modalities, legacy: dict) -> dict:
+    """``modalities`` from the keywords of scamort 0.1.0 (each with a DeprecationWarning)."""
+    unknown = sorted(set(legacy) - set(_LEGACY_KEYS))
+    if unknown:
+        raise TypeError(f"setup_mudata() got an unexpected keyword argument {unknown[0]!r}")
+    if modalities is not None:
+        raise TypeError(
+            f"pass modalities= or the old {sorted(legacy)}, not both; declare the layers in "
+            "modalities: {'rna': scamort.Modality('rna', layer='counts'), ...}."
+        )
+    old = {"rna_key": "rna", "atac_key": "atac", "rna_layer": None, "atac_layer": None}
+    for key, value in legacy.items():
+        kind, what = _LEGACY_KEYS[key]
+        new = "its key in modalities=" if what == "name" else f"scamort.Modality({kind!r}, layer=...)"
+        warnings.warn(
+            f"setup_mudata({key}=...) is deprecated and will be removed in the next release; "
+            f"declare the {kind} modality as {new}, e.g. setup_mudata(mdata, "
+            "modalities={'rna': 'rna', 'atac': scamort.Modality('atac', layer='counts')}).",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        old[key] = value
+    return {
+        old[f"{kind}_key"]: Modality(kind, old[f"{kind}_layer"])
+        for kind in ("rna", "atac")
+        if old[f"{kind}_key"] is not None
+    }
+
+
+def _register(data, declared, batch_key, covariate_keys, chunk_size=4096) -> DataSpec:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    spec, cells = register(data, mods, batch_key, tuple(covariate_keys or ()), chunk_size)
+    spec, cells = register(data, declared, batch_key, tuple(covariate_keys or ()), chunk_size)
     _remember(data, spec, cells)
     return spec
 
@@ -83,7 +169,8 @@ def _remember(data, spec: DataSpec, cells: CellData) -> None:
     _REGISTRY[id(data)] = (weakref.ref(data), spec, cells)
 
 
-def _registered(data) -> tuple[DataSpec, CellData]:
+def registered(data) -> tuple[DataSpec, CellData]:
+    """The registration of ``data`` by ``setup_*``; a DataError if there is none."""
     entry = _REGISTRY.get(id(data))
     if entry is None or entry[0]() is not data:
         raise DataError(

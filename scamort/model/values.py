@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._checks import check_option
 from ..data.setup import Data
-from ..module.config import check_option
+from ..nn.covariates import with_batch
 
 
 @torch.inference_mode()
@@ -34,13 +35,15 @@ def get_normalized(
     (batch-corrected values); ``n_samples > 1`` averages over posterior samples,
     drawn reproducibly from ``seed``, instead of using the posterior mean.
     """
+    inf = self._inference
     check_option("modality", modality, self.spec.modalities)
-    lik = self.config.likelihoods[modality]
-    if lik == "bernoulli":
+    decoder = self.module.decoders[modality]
+    if not decoder.scales_with_library:
         if library_size not in (None, 1, 1.0):
             raise ValueError(
                 f"library_size does not apply to {modality!r}: its values are "
-                "accessibility probabilities (Bernoulli). Leave library_size unset."
+                f"probabilities ({self.config.likelihoods[modality]}). Leave library_size "
+                "unset."
             )
         library_size = 1.0
     library_size = 1.0 if library_size is None else library_size
@@ -48,23 +51,21 @@ def get_normalized(
         raise ValueError(f"library_size must be a positive number, got {library_size}.")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-    cells = self._cell_data(data)
-    codes = self._batch_code(transform_batch)
+    cells = inf.cells_of(data)
+    code = inf.batch_code(transform_batch)
     log_size = float(np.log(library_size))
-    gen = torch.Generator(device=self.device).manual_seed(seed)
+    gen = torch.Generator(device=inf.device).manual_seed(seed)
     out = []
-    for batch in self._batches(cells, indices, batch_size):
-        q = self._posterior(batch, "joint")
-        cov = batch["cov"].clone()
-        if codes is not None:
-            cov[:, 0] = codes
+    for batch in inf.batches(cells, indices, batch_size):
+        q = inf.posterior(batch, "joint")
+        cov = batch["cov"] if code is None else with_batch(batch["cov"], code)
         if n_samples == 1:
             z = q.loc[None]
         else:
             eps = torch.randn((n_samples, *q.loc.shape), generator=gen, device=q.loc.device)
             z = q.loc + q.scale * eps
         means = [
-            _decoded_mean(
+            decoder.normalized_mean(
                 self.module.generative(zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size))
             )
             for zs in z
@@ -80,17 +81,9 @@ def get_normalized(
 
 def get_normalized_expression(self, data: Data | None = None, **kwargs):
     """:meth:`get_normalized` for the RNA modality (imputed for ATAC-only cells)."""
-    return self.get_normalized(self._modality_of("rna"), data, **kwargs)
+    return self.get_normalized(self._inference.modality_of("rna"), data, **kwargs)
 
 
 def get_accessibility_estimates(self, data: Data | None = None, **kwargs):
     """:meth:`get_normalized` for the ATAC modality (imputed for RNA-only cells)."""
-    return self.get_normalized(self._modality_of("atac"), data, **kwargs)
-
-
-def _decoded_mean(dist) -> torch.Tensor:
-    """The normalized value of a decoded distribution: the NB mean without the ZINB
-    dropout (sums to the library size), the Poisson rate, or the Bernoulli probability."""
-    if hasattr(dist, "log_mu"):
-        return dist.log_mu.exp()
-    return dist.mean
+    return self.get_normalized(self._inference.modality_of("atac"), data, **kwargs)

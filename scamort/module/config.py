@@ -1,49 +1,33 @@
-"""The module's hyperparameters (:class:`ModuleConfig`), its loss output, and the checks
-of option values shared by the module and the model."""
+"""The module's hyperparameters (:class:`ModuleConfig`) and its loss output."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 import torch
 
-from ..nn import DECODERS
+from .._checks import check_option, check_weight
+from ..kinds import KINDS, Modality
+from ..kinds.modality import as_modality
 
-Likelihood = Literal["nb", "zinb", "bernoulli", "poisson"]
-Dispersion = Literal["gene", "gene-batch"]
 SingleViews = Literal["all", "sample"]
 
-
-def sampled_columns(peak_sampling: float | None, n_peaks: int) -> int | None:
-    """The number of peak columns scored per minibatch for ``peak_sampling`` (a fraction
-    below 1 or a number from 1 up; None: all, exact)."""
-    if peak_sampling is None:
-        return None
-    k = round(peak_sampling * n_peaks) if peak_sampling < 1 else int(peak_sampling)
-    return max(1, min(k, n_peaks))
-
-
-def check_option(name: str, value, valid) -> None:
-    """Raise one ValueError that lists the valid choices."""
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(valid)}.")
-
-
-def check_weight(name: str, value) -> None:
-    """Raise a ValueError unless ``value`` is a real number >= 0 (NaN and strings fail)."""
-    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not (real and value >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+__all__ = ["LossOutput", "ModuleConfig", "check_option", "check_weight"]
 
 
 @dataclass(frozen=True)
 class ModuleConfig:
-    """Every hyperparameter of the module; saved as JSON next to the weights."""
+    """Every hyperparameter of the module; saved as JSON next to the weights.
+
+    ``modalities`` declares each modality (its kind, likelihood and the likelihood's
+    options, :class:`~scamort.kinds.Modality`), by name, in the order of ``n_features``;
+    a kind's name stands for its defaults.
+    """
 
     n_features: dict[str, int]
-    likelihoods: dict[str, Likelihood]
+    modalities: dict[str, Modality]
     n_categories: tuple[int, ...] = (1,)
     n_latent: int = 20
     n_hidden: int = 256
@@ -53,11 +37,9 @@ class ModuleConfig:
     n_layers_decoder: int | None = None
     dropout: float = 0.1
     encode_covariates: bool = False
-    dispersion: Dispersion = "gene"
     cross_reconstruction: bool = True
     single_view_weight: float = 1.0
     single_views: SingleViews = "all"
-    atac_input: Literal["binary", "tfidf"] = "binary"
     adversarial_batch_weight: float = 0.0
     # a classifier per modality tells a paired cell's single-modality posterior from a
     # posterior of a cell measured in that modality alone; the encoders learn to fool it
@@ -68,18 +50,14 @@ class ModuleConfig:
     # alone, each trained as a posterior in its own right)
     prior_expert: bool = True
     output_covariates: bool | None = False  # None: on where a swap-consistency term is
-    cell_factor_hidden: int | None = None  # width of the ATAC cell-factor network; None: n_hidden
-    # Bernoulli ATAC in training: closed peaks scored on this fraction (< 1) or number
-    # (>= 1) of the peak columns per minibatch (unbiased); None: every column
-    peak_sampling: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for m, lik in self.likelihoods.items():
-            check_option(f"likelihood of {m!r}", lik, DECODERS)
-        check_option("dispersion", self.dispersion, {"gene", "gene-batch"})
+        if set(self.modalities) != set(self.n_features):
+            raise ValueError("modalities and n_features must name the same modalities.")
+        specs = {m: as_modality(self.modalities[m], m) for m in self.n_features}
+        object.__setattr__(self, "modalities", specs)
         check_option("single_views", self.single_views, {"all", "sample"})
-        check_option("atac_input", self.atac_input, {"binary", "tfidf"})
         for name in (
             "adversarial_batch_weight",
             "adversarial_view_weight",
@@ -95,16 +73,7 @@ class ModuleConfig:
         if self.output_covariates is None:
             on = max(self.cycle_weight, self.cross_cycle_weight) > 0
             object.__setattr__(self, "output_covariates", on)
-        for name in ("cycle_weight", "cross_cycle_weight"):
-            if getattr(self, name) > 0 and self.atac_input == "tfidf":
-                raise ValueError(
-                    f"{name} > 0 re-encodes expected profiles, which atac_input='tfidf' "
-                    "cannot read; use atac_input='binary' with it."
-                )
-        if self.peak_sampling is not None and not self.peak_sampling > 0:
-            raise ValueError(f"peak_sampling must be > 0 (or None), got {self.peak_sampling}.")
-        if set(self.likelihoods) != set(self.n_features):
-            raise ValueError("likelihoods and n_features must name the same modalities.")
+        self._check_swaps_can_read()
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
         for name in ("n_layers", "n_layers_encoder", "n_layers_decoder"):
             value = self.n_layers if getattr(self, name) is None else getattr(self, name)
@@ -112,8 +81,59 @@ class ModuleConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
             object.__setattr__(self, name, int(value))
 
+    def _check_swaps_can_read(self) -> None:
+        for name in ("cycle_weight", "cross_cycle_weight"):
+            if getattr(self, name) == 0:
+                continue
+            for m in self.unreadable_profiles():
+                raise ValueError(
+                    f"{name} > 0 re-encodes expected profiles, which the input of modality "
+                    f"{m!r} ({self.modalities[m]!r}) cannot read; use input='binary' with it."
+                )
+
+    def unreadable_profiles(self) -> list[str]:
+        """The modalities whose encoder input cannot read a decoded expected profile."""
+        return [m for m, spec in self.modalities.items() if not spec.reads_expected_profile]
+
+    @property
+    def likelihoods(self) -> dict[str, str]:
+        """Each modality's likelihood (read from its declaration)."""
+        return {m: spec.likelihood for m, spec in self.modalities.items()}
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["modalities"] = {m: spec.to_dict() for m, spec in self.modalities.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModuleConfig:
+        """Read :meth:`to_dict`'s output, or a configuration saved before modalities were
+        declared (per-kind options at the top level)."""
+        d = dict(d)
+        if "modalities" not in d:
+            d = _upgrade(d)
+        d["modalities"] = {m: Modality.from_dict(v) for m, v in d["modalities"].items()}
+        d["n_categories"] = tuple(d["n_categories"])
+        return cls(**d)
+
+
+def _upgrade(d: dict) -> dict:
+    """A configuration of scamort 0.1.0 (``likelihoods`` and the kinds' options at the
+    top level) in today's form."""
+    likelihoods = d.pop("likelihoods")
+    legacy = {
+        name: d.pop(name)
+        for name in ("dispersion", "atac_input", "cell_factor_hidden", "peak_sampling")
+        if name in d
+    }
+    specs = {}
+    for m, lik in likelihoods.items():
+        kind = next(k for k in KINDS.values() if lik in k.options.likelihoods)
+        options = {
+            option: legacy[old] for old, option in kind.legacy_options.items() if old in legacy
+        }
+        specs[m] = {**options, "name": m, "kind": kind.name, "likelihood": lik}
+    return {**d, "modalities": specs}
 
 
 @dataclass

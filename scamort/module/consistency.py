@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from ..nn.covariates import batch_codes, with_batch
 from ..nn.sparse import host_index_on
 from .poe import product_of_experts
 
@@ -50,7 +51,7 @@ def cycle_loss(module, experts, mask, has, cov, log_sizes) -> torch.Tensor:
             source = Normal(experts[j].loc[idx], experts[j].scale[idx], validate_args=False)
             donors = idx[torch.randperm(len(rows), device=mask.device)]
             total = total + c.cycle_weight * weight * swap_kl(
-                module, m, source, cov[idx], cov[donors, 0], log_sizes[m][idx]
+                module, m, source, cov[idx], batch_codes(cov[donors]), log_sizes[m][idx]
             )
         absent = np.flatnonzero(~has[:, j])
         if c.cross_cycle_weight > 0 and present.size and absent.size:
@@ -64,7 +65,7 @@ def cycle_loss(module, experts, mask, has, cov, log_sizes) -> torch.Tensor:
             pick = torch.randint(present.size, (rows.size,)).numpy()
             donors = host_index_on(present[pick], mask.device)
             total = total + c.cross_cycle_weight * weight * swap_kl(
-                module, m, source, cov[idx], cov[donors, 0], log_sizes[m][donors]
+                module, m, source, cov[idx], batch_codes(cov[donors]), log_sizes[m][donors]
             )
     return total / mask.shape[0]
 
@@ -73,12 +74,11 @@ def swap_kl(module, m: str, source: Normal, cov, batch, log_size) -> torch.Tenso
     """Summed KL(q_m(z | x') || source), x' modality m's expected profile decoded from
     the source's mean under ``batch`` (the cells' other covariates kept), with x' and
     the source held fixed: only expert m learns from it."""
-    other = cov.clone()
-    other[:, 0] = batch
+    other = with_batch(cov, batch)
     other_1hot = module.covariates(other)
     loc = source.loc.detach()
     with torch.no_grad():
-        x_swap = module.decoders[m].expected_input(loc, other_1hot, log_size, other[:, 0])
+        x_swap = module.decoders[m].expected_input(loc, other_1hot, log_size, batch)
     cov_in = other_1hot if module.config.encode_covariates else None
     q_swap = module.encoders[m](x_swap, cov_in)
     target = Normal(loc, source.scale.detach(), validate_args=False)

@@ -3,7 +3,8 @@
 It knows nothing of AnnData. A minibatch is a dict:
     x     {modality: SparseRows, N rows x F_m counts}; rows of cells lacking m are never read
     mask  (N, M) float, 1 where cell n has modality m (the order of ``config.n_features``)
-    cov   (N, K) int64 category codes; column 0 is the batch
+    cov   (N, K) int64 category codes: the batch (``data.covariates.BATCH``), then each
+          categorical covariate
     mask_host  (optional) the same mask as a NumPy bool array on the host
 
 Every index set (which cells have a modality, which cells a view uses) is read from the
@@ -19,9 +20,11 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from ..nn import DECODERS, GaussianEncoder, SparseRows, one_hot_covariates
+from ..nn.covariates import BATCH, batch_codes
+from ..kinds import DecoderShape
+from ..nn import GaussianEncoder, SparseRows, one_hot_covariates
 from ..nn.sparse import host_index_on
-from .config import LossOutput, ModuleConfig, sampled_columns
+from .config import LossOutput, ModuleConfig
 from .consistency import cycle_loss
 from .poe import product_of_experts
 from .refine import refine
@@ -66,15 +69,19 @@ class MultiVAE(nn.Module):
         self.config = config
         self.modalities = tuple(config.n_features)
         self.encoders = nn.ModuleDict({m: self._encoder(m) for m in self.modalities})
+        # what each expert reads of its counts (the kind's transform; some, as TF-IDF,
+        # learn statistics from the training data: ``fit_inputs``)
+        self.inputs = nn.ModuleDict(
+            {
+                m: spec.entry.encoder_input(spec.options, config.n_features[m])
+                for m, spec in config.modalities.items()
+            }
+        )
         self.decoders = nn.ModuleDict({m: self._decoder(m) for m in self.modalities})
-        # TF-IDF encoder input of ATAC: the inverse document frequency of every peak
-        # (n_cells / (1 + cells where it is open)), set from the data by the model.
-        for m in self._tfidf_modalities():
-            self.register_buffer(f"idf_{m}", torch.ones(config.n_features[m]))
         # Adversarial batch mixing (as MULTIVI's): a classifier learns the batch from z,
         # and the encoders learn to make its guess uniform over the other batches.
         self.batch_classifier = (
-            self._classifier(config.n_categories[0])
+            self._classifier(config.n_categories[BATCH])
             if config.adversarial_batch_weight > 0
             else None
         )
@@ -87,6 +94,12 @@ class MultiVAE(nn.Module):
             else None
         )
 
+    def fit_inputs(self, cells_per_feature: dict[str, np.ndarray], n_cells: dict[str, int]):
+        """Set the encoder inputs' statistics from the training cells: per modality, the
+        cells with a count of each feature and the cells that have the modality."""
+        for m, transform in self.inputs.items():
+            transform.fit(cells_per_feature[m], n_cells[m])
+
     def _classifier(self, n_classes: int) -> nn.Module:
         """An adversary's classifier of z: two hidden layers of 32."""
         return nn.Sequential(
@@ -94,22 +107,9 @@ class MultiVAE(nn.Module):
             nn.Linear(32, n_classes),
         )  # fmt: skip
 
-    def _tfidf_modalities(self) -> list[str]:
-        c = self.config
-        if c.atac_input != "tfidf":
-            return []
-        return [m for m in self.modalities if c.likelihoods[m] in ("bernoulli", "poisson")]
-
     def encoder_input(self, m: str, x: SparseRows) -> SparseRows:
-        """What expert ``m`` reads: log1p counts (RNA), binarized peaks (ATAC), or with
-        ``atac_input="tfidf"`` log1p(1e4 * TF * IDF) of the binarized peaks."""
-        if m not in self._tfidf_modalities():
-            return self.decoders[m].encoder_input(x)
-        b = (x.val > 0).to(x.val.dtype)
-        rows = x.row_ids()
-        n_open = b.new_zeros(x.n_rows).index_add_(0, rows, b).clamp_min(1.0)
-        idf = getattr(self, f"idf_{m}")[x.col.long()]
-        return x.with_values(torch.log1p(1e4 * b * idf / n_open[rows]))
+        """What expert ``m`` reads of its counts (its kind's input transform)."""
+        return self.inputs[m](x)
 
     def _encoder(self, m: str) -> GaussianEncoder:
         c = self.config
@@ -120,27 +120,18 @@ class MultiVAE(nn.Module):
 
     def _decoder(self, m: str) -> nn.Module:
         c = self.config
-        lik = c.likelihoods[m]
-        # each decoder takes exactly its own options (a misspelt one is a TypeError)
-        options = {
-            "nb": {"n_dispersion_groups": c.n_categories[0] if c.dispersion == "gene-batch" else 1},
-            "bernoulli": {
-                "cell_factor_hidden": c.cell_factor_hidden,
-                "n_sampled": sampled_columns(c.peak_sampling, c.n_features[m]),
-            },
-            "poisson": {},
-        }
-        options["zinb"] = {**options["nb"], "zero_inflated": True}
-        return DECODERS[lik](
-            c.n_latent,
-            c.n_features[m],
-            sum(c.n_categories),
-            c.n_hidden,
-            c.n_layers_decoder,
-            c.dropout,
+        spec = c.modalities[m]
+        shape = DecoderShape(
+            n_latent=c.n_latent,
+            n_features=c.n_features[m],
+            n_cov=sum(c.n_categories),
+            n_hidden=c.n_hidden,
+            n_layers=c.n_layers_decoder,
+            dropout=c.dropout,
             output_covariates=c.output_covariates,
-            **options[lik],
+            n_batches=c.n_categories[BATCH],
         )
+        return spec.entry.decoder(spec.options, shape)
 
     # ---- inference: q(z | x) ---------------------------------------------------------
     def covariates(self, cov: torch.Tensor) -> torch.Tensor:
@@ -206,7 +197,7 @@ class MultiVAE(nn.Module):
         """p(x_m | z, s); ``log_size=None`` gives normalized values (size term 0)."""
         if log_size is None:
             log_size = z.new_zeros((z.shape[0], 1))
-        return self.decoders[m](z, self.covariates(cov), log_size, cov[:, 0])
+        return self.decoders[m](z, self.covariates(cov), log_size, batch_codes(cov))
 
     def log_likelihood(self, z, x, score, cov, log_sizes, cells=None) -> torch.Tensor:
         """(N,) sum over scored modalities of log p(x_m | z); unscored ones add exactly 0.
@@ -222,7 +213,11 @@ class MultiVAE(nn.Module):
             data_rows = rows if cells is None else cells[rows]
             idx, c = host_index_on(rows, z.device), host_index_on(data_rows, z.device)
             ll = self.decoders[m].log_prob(
-                z[idx], self.covariates(cov[c]), log_sizes[m][c], cov[c, 0], x[m].rows(data_rows)
+                z[idx],
+                self.covariates(cov[c]),
+                log_sizes[m][c],
+                batch_codes(cov[c]),
+                x[m].rows(data_rows),
             )
             total = total.index_add(0, idx, ll)
         return total
@@ -360,7 +355,7 @@ class MultiVAE(nn.Module):
                 experts, x, mask, has, cov, log_sizes, kl_weight, refine_steps, refine_lr
             )
         if self.training and self.batch_classifier is not None:
-            codes = cov[host_index_on(cells, mask.device), 0]
+            codes = batch_codes(cov[host_index_on(cells, mask.device)])
             loss = loss + self.adversarial_loss(z, codes)
         if self.training and self.view_classifiers is not None:
             loss = loss + self.view_adversarial_loss(z, np.concatenate(view_of_row), cells, has)

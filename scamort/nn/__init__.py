@@ -1,17 +1,20 @@
-"""Networks: MLP blocks, Gaussian encoders, likelihood decoders."""
+"""Networks: MLP blocks, Gaussian encoders, encoder inputs, the decoder base class (each
+kind's decoders are in ``scamort/kinds``)."""
 
-from .decoders import DECODERS, BernoulliDecoder, NBDecoder, PoissonDecoder
+from .decoders import Decoder
 from .encoders import GaussianEncoder
+from .inputs import Binarize, EncoderInput, Log1p, TfIdf
 from .mlp import MLP, one_hot_covariates
 from .sparse import SparseRows
 
 __all__ = [
-    "DECODERS",
     "MLP",
-    "BernoulliDecoder",
+    "Binarize",
+    "Decoder",
+    "EncoderInput",
     "GaussianEncoder",
-    "NBDecoder",
-    "PoissonDecoder",
+    "Log1p",
     "SparseRows",
+    "TfIdf",
     "one_hot_covariates",
 ]
