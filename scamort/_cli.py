@@ -109,23 +109,20 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     fit.add_argument("--save-model", default=None, metavar="DIR", help="also save the model")
     fit.add_argument(
-        "--rna-key",
-        default=None,
-        help="RNA modality name in the MuData (default 'rna', left out if the file has none)",
+        "--modality",
+        action="append",
+        default=[],
+        metavar="NAME=KIND[:LAYER]",
+        help="declare a modality of the MuData: its name, its kind of data (rna, atac: "
+        "scamort.kinds) and the layer with its raw counts (default .X); repeat for each. With any "
+        "declared, exactly those are fitted; without, every modality whose name says its "
+        "kind (rna, gex, atac, peaks, ...). For a single .h5ad: KIND[:LAYER] (same as "
+        "INPUT:KIND)",
     )
-    fit.add_argument(
-        "--atac-key",
-        default=None,
-        help="ATAC modality name in the MuData (default 'atac', left out if the file has none)",
-    )
+    fit.add_argument("--rna-key", default=None, help="same as --modality NAME=rna")
+    fit.add_argument("--atac-key", default=None, help="same as --modality NAME=atac")
     fit.add_argument("--rna-layer", default=None, help="layer with raw RNA counts (default .X)")
     fit.add_argument("--atac-layer", default=None, help="layer with raw ATAC counts")
-    fit.add_argument(
-        "--modality",
-        choices=["rna", "atac"],
-        default=None,
-        help="the modality of a single .h5ad input (same as INPUT:rna / INPUT:atac)",
-    )
     fit.add_argument(
         "--refine-steps",
         type=int,
@@ -175,11 +172,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _input(arg: str) -> tuple[str, str | None]:
-    """``path`` or ``path:rna`` / ``path:atac`` -> (path, modality or None)."""
+    """``path`` or ``path:KIND`` (``path:rna``, ``path:atac``) -> (path, kind or None)."""
+    from .kinds import KINDS
+
     path, sep, kind = arg.rpartition(":")
-    if sep and kind in ("rna", "atac"):
+    if sep and kind in KINDS:
         return path, kind
     return arg, None
+
+
+def _declared(specs: list[str]) -> tuple[dict[str, tuple[str, str | None]], list]:
+    """``--modality`` values: ``NAME=KIND[:LAYER]`` -> {name: (kind, layer)}, and the
+    ``KIND[:LAYER]`` of a single .h5ad as a list of (kind, layer)."""
+    from .kinds import KINDS
+
+    named, bare = {}, []
+    for spec in specs:
+        name, eq, rest = spec.rpartition("=")
+        kind, _, layer = rest.partition(":")
+        if kind not in KINDS or (eq and not name):
+            raise UsageError(
+                f"--modality {spec}: expected NAME=KIND[:LAYER] (or KIND[:LAYER] for a single "
+                f".h5ad), KIND one of {sorted(KINDS)}."
+            )
+        if eq and name in named:
+            raise UsageError(f"--modality declares {name!r} twice.")
+        if eq:
+            named[name] = (kind, layer or None)
+        else:
+            bare.append((kind, layer or None))
+    return named, bare
 
 
 def _check_args(args) -> None:
@@ -195,11 +217,20 @@ def _check_args(args) -> None:
             "--refine-steps refines the product-of-experts posterior: use --paired auto or "
             "product with it, or drop --refine-steps for --paired average."
         )
+    named, bare = _declared(args.modality)
+    if len(bare) > 1 or (bare and named):
+        raise UsageError(
+            "--modality KIND[:LAYER] names the kind of a single .h5ad input; declare a "
+            "MuData's modalities as --modality NAME=KIND[:LAYER]."
+        )
     if len(args.input) > 1:
         if args.backed:
             raise UsageError("--backed takes one input file; combine the files first.")
-        if args.modality is not None:
-            raise UsageError("with several inputs, say each .h5ad's modality as FILE:rna.")
+        if args.modality:
+            raise UsageError(
+                "with several inputs, say each .h5ad's kind as FILE:rna (the combined "
+                "modalities are named after their kinds)."
+            )
     elif args.dataset_covariate:
         raise UsageError("--dataset-covariate needs several inputs.")
     if args.resume and args.checkpoint_dir is None:
@@ -216,9 +247,13 @@ def _load(args):
     inputs = [_input(a) for a in args.input]
     if len(inputs) == 1:
         path, kind = inputs[0]
-        kind = kind or args.modality
+        _, bare = _declared(args.modality)
+        kind = kind or (bare[0][0] if bare else None)
         if kind is not None and file_kind(path) != "anndata":
-            raise UsageError(f"{path}: a modality (:{kind} / --modality) is for .h5ad inputs.")
+            raise UsageError(
+                f"{path}: a kind (:{kind} / --modality {kind}) is for .h5ad inputs; declare a "
+                "MuData's modalities as --modality NAME=KIND[:LAYER]."
+            )
         data = read(path, backed="r+" if args.backed else None)
         if isinstance(data, MuData):
             return data, True
@@ -232,13 +267,13 @@ def _load(args):
                     "cannot tell whether it holds RNA or ATAC; say it with --modality rna "
                     f"(or atac), or as {path}:rna.",
                 )
-        args.modality = kind
+        args.kind = kind
         return data, False
+    names = {"rna": args.rna_key, "atac": args.atac_key}
     data = combine(
         {_unique_stem(p, inputs): p for p, _ in inputs},
         modalities=[k for _, k in inputs],
-        rna_key=args.rna_key or "rna",
-        atac_key=args.atac_key or "atac",
+        names={k: v for k, v in names.items() if v is not None},
     )
     return data, True
 
@@ -250,32 +285,56 @@ def _unique_stem(path: str, inputs) -> str:
     return stem if stems.count(stem) == 1 else path
 
 
-def _modality_keys(data, args, source: str) -> tuple[str | None, str | None]:
-    """The RNA and ATAC modality names to register: as asked, or the defaults where the
-    MuData has them (a file with one modality is fitted on that one alone)."""
+def _mudata_modalities(data, args, source: str) -> dict:
+    """The modalities of the MuData to fit, as declared (``--modality``; the old
+    ``--rna-key`` / ``--atac-key``), or every one whose name says its kind; with the
+    layer flags and ``--peak-sampling`` applied."""
+    from .kinds import Modality, kind_named
     from .readers import ReadError
 
     have = list(data.mod)
-    keys = []
-    for asked, default in ((args.rna_key, "rna"), (args.atac_key, "atac")):
-        if asked is not None and asked not in have:
+    named, _ = _declared(args.modality)
+    old = {"rna": args.rna_key, "atac": args.atac_key}
+    if not named and any(old.values()):
+        # the old flags: an unnamed kind is fitted under its own name where the file has it
+        old = {k: key or (k if k in have else None) for k, key in old.items()}
+        named = {key: (k, None) for k, key in old.items() if key is not None}
+    if named:
+        missing = [m for m in named if m not in have]
+        if missing:
             raise ReadError(
                 source,
-                f"it has no modality {asked!r} (it has {have}); pass one of them to "
-                "--rna-key / --atac-key.",
+                f"it has no modality {missing[0]!r} (it has {have}); declare one of them, "
+                "e.g. --modality NAME=rna.",
             )
-        keys.append(asked if asked is not None else default if default in have else None)
-    if keys == [None, None]:
-        raise ReadError(
-            source,
-            f"it has no modality 'rna' or 'atac' (it has {have}); name them with "
-            "--rna-key / --atac-key.",
-        )
-    return keys[0], keys[1]
+    else:
+        named = {m: (kind_named(m), None) for m in have}
+        unknown = [m for m, (k, _) in named.items() if k is None]
+        if unknown:
+            raise ReadError(
+                source,
+                f"cannot tell the kind of data of modality {unknown[0]!r} from its name (it "
+                f"has {have}); declare the modalities to fit, e.g. --modality "
+                f"{unknown[0]}=rna (only the declared ones are then fitted).",
+            )
+    layers = {"rna": args.rna_layer, "atac": args.atac_layer}
+    out = {}
+    for m, (kind, layer) in named.items():
+        declared = Modality(kind, layer or layers.get(kind))
+        out[m] = _with_peak_sampling(declared, args.peak_sampling)
+    return out
+
+
+def _with_peak_sampling(declared, peak_sampling):
+    """The declaration with ``--peak-sampling`` set, where its kind has the option."""
+    if peak_sampling is None or "peak_sampling" not in declared.entry.options.names():
+        return declared
+    return declared.with_options(peak_sampling=peak_sampling)
 
 
 def fit(args) -> None:
     from ._io import write_atomic
+    from .kinds import Modality
     from .model import SCAMORT
 
     _check_args(args)
@@ -288,20 +347,18 @@ def fit(args) -> None:
     covariates = ["dataset"] if args.dataset_covariate else None
     if is_mudata:
         source = args.input[0] if len(args.input) == 1 else "the combined inputs"
-        rna_key, atac_key = _modality_keys(data, args, source)
         SCAMORT.setup_mudata(
             data,
-            rna_key=rna_key,
-            atac_key=atac_key,
-            rna_layer=args.rna_layer,
-            atac_layer=args.atac_layer,
+            modalities=_mudata_modalities(data, args, source),
             batch_key=args.batch_key,
             categorical_covariate_keys=covariates,
         )
     else:
-        layer = args.rna_layer if args.modality == "rna" else args.atac_layer
-        SCAMORT.setup_anndata(data, modality=args.modality, layer=layer, batch_key=args.batch_key)
-    model = SCAMORT(data, seed=args.seed, peak_sampling=args.peak_sampling)
+        _, bare = _declared(args.modality)
+        layer = (bare[0][1] if bare else None) or getattr(args, f"{args.kind}_layer", None)
+        declared = _with_peak_sampling(Modality(args.kind, layer), args.peak_sampling)
+        SCAMORT.setup_anndata(data, modality=declared, batch_key=args.batch_key)
+    model = SCAMORT(data, seed=args.seed)
     model.train(
         max_epochs=args.epochs,
         early_stopping=False if args.no_early_stopping else "auto",

@@ -10,7 +10,6 @@ modalities is paired, a cell in one is unpaired).
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -20,45 +19,34 @@ import numpy as np
 import pandas as pd
 
 from .data.setup import DataError
+from .kinds import KINDS, kind_named
 from .readers import TENX_TYPES, read
-
-KINDS = ("rna", "atac")
-
-# Modality names that say what a modality holds.
-_ALIASES = {
-    "rna": {"rna", "gex", "gene expression", "expression", "scrna", "rna-seq"},
-    "atac": {"atac", "peaks", "peak", "chromatin", "scatac", "atac-seq"},
-}
-# A genomic interval as a peak name: chr1:100-200, chr1-100-200, 1_100_200, ...
-_INTERVAL = re.compile(r"^(chr)?[0-9A-Za-z_.]+[:_-]\d+[-_]\d+$")
 
 Experiment = md.MuData | ad.AnnData | str | os.PathLike
 
 
 def guess_modality(adata: ad.AnnData, name: str | None = None) -> str | None:
-    """``"rna"``, ``"atac"`` or None: what an AnnData holds, by its name (``name``),
-    ``var["feature_types"]`` (10x), or its var_names (peaks look like ``chr1:100-200``)."""
-    if name is not None:
-        for kind, aliases in _ALIASES.items():
-            if name.lower() in aliases:
-                return kind
+    """The kind of data (``"rna"``, ``"atac"``, ...) an AnnData holds, or None: by its name
+    (``name``), ``var["feature_types"]`` (10x), or its var_names (a kind's
+    ``looks_like``: peaks look like ``chr1:100-200``)."""
+    if name is not None and kind_named(name) is not None:
+        return kind_named(name)
     if "feature_types" in adata.var:
         types = set(adata.var["feature_types"].astype(str))
         kinds = {TENX_TYPES.get(t) for t in types}
         if len(kinds) == 1 and None not in kinds:
             return kinds.pop()
     names = adata.var_names[:200].astype(str)
-    if len(names) and np.mean([bool(_INTERVAL.match(v)) for v in names]) > 0.9:
-        return "atac"
-    return None
+    return next((k.name for k in KINDS.values() if k.looks_like and k.looks_like(names)), None)
 
 
 def combine(
     experiments: Mapping[str, Experiment] | Sequence[Experiment],
     modalities: Mapping[str, str] | Sequence[str | None] | None = None,
     dataset_key: str = "dataset",
-    rna_key: str = "rna",
-    atac_key: str = "atac",
+    names: Mapping[str, str] | None = None,
+    rna_key: str | None = None,
+    atac_key: str | None = None,
 ) -> md.MuData:
     """One MuData from separate experiments, ready for ``SCAMORT.setup_mudata``.
 
@@ -79,8 +67,10 @@ def combine(
         The ``obs`` column that names each cell's experiment (a categorical). Pass it to
         ``setup_mudata(categorical_covariate_keys=[dataset_key])`` to use it as a
         covariate, or as ``batch_key``. An existing column of that name is replaced.
-    rna_key, atac_key
-        Names of the modalities in the result.
+    names
+        The name of each kind's modality in the result, ``{kind: name}`` (default: the
+        kind's name, ``rna``, ``atac``). ``rna_key`` / ``atac_key`` still work in this
+        release (deprecated).
 
     Returns
     -------
@@ -96,10 +86,8 @@ def combine(
     """
     named = _named(experiments)
     kinds = _modalities(named, modalities)
-    out_names = {"rna": rna_key, "atac": atac_key}
-    if rna_key == atac_key:
-        raise ValueError("rna_key and atac_key must differ.")
-    parts: dict[str, dict[str, ad.AnnData]] = {"rna": {}, "atac": {}}
+    out_names = _out_names(names, rna_key, atac_key)
+    parts: dict[str, dict[str, ad.AnnData]] = {k: {} for k in KINDS}
     tables = {}
     for name, data in named.items():
         for kind, adata in _split(name, data, kinds.get(name)).items():
@@ -178,6 +166,28 @@ def _named(experiments) -> dict[str, md.MuData | ad.AnnData]:
     return {str(n): read(e) if _is_path(e) else e for n, e in items}
 
 
+def _out_names(names, rna_key, atac_key) -> dict[str, str]:
+    """The result's modality name of every kind (``names``, the deprecated keys, or the
+    kind's own name)."""
+    out = {k: k for k in KINDS}
+    for kind, key in (("rna", rna_key), ("atac", atac_key)):
+        if key is not None:
+            warnings.warn(
+                f"combine({kind}_key=...) is deprecated and will be removed in the next "
+                f"release; use combine(..., names={{{kind!r}: {key!r}}}).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            out[kind] = key
+    unknown = sorted(set(names or {}) - set(KINDS))
+    if unknown:
+        raise ValueError(f"names has unknown kinds {unknown}; kinds are {sorted(KINDS)}.")
+    out.update(names or {})
+    if len(set(out.values())) < len(out):
+        raise ValueError(f"the modality names must differ, got {out}.")
+    return out
+
+
 def _is_path(e) -> bool:
     return isinstance(e, (str, os.PathLike))
 
@@ -200,7 +210,7 @@ def _modalities(named, modalities) -> dict[str, str]:
         out = {n: k for n, k in zip(named, modalities) if k is not None}
     for n, k in out.items():
         if k not in KINDS:
-            raise ValueError(f"modality of {n!r} must be 'rna' or 'atac', got {k!r}.")
+            raise ValueError(f"modality of {n!r} must be one of {sorted(KINDS)}, got {k!r}.")
     return out
 
 

@@ -17,11 +17,13 @@ import h5py
 import mudata as md
 
 from .data.setup import DataError
+from .kinds import KINDS
 
 SUFFIXES = (".h5mu", ".h5ad", ".h5")
 
 # 10x feature types (Cell Ranger ARC) and the modality each becomes.
-TENX_TYPES = {"Gene Expression": "rna", "Peaks": "atac"}
+# 10x Cell Ranger feature types -> the kind (and modality name) holding them
+TENX_TYPES = {t: kind.name for kind in KINDS.values() for t in sorted(kind.tenx_feature_types)}
 
 
 class ReadError(DataError):
@@ -132,14 +134,13 @@ def _read_10x(path) -> md.MuData:
         keep = (types == feature_type).to_numpy()
         if keep.any():
             mod = adata[:, keep].copy()
-            if name == "rna":
-                mod.var_names_make_unique()
+            mod.var_names_make_unique()  # gene symbols repeat; other names are unique
             mods[name] = mod
     if not mods:
         raise ReadError(
             path,
-            f"the 10x matrix has no 'Gene Expression' or 'Peaks' features (it has "
-            f"{sorted(set(types))}).",
+            f"the 10x matrix has no features of the types scamort models ({list(TENX_TYPES)}; "
+            f"it has {sorted(set(types))}).",
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

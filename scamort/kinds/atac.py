@@ -3,6 +3,7 @@ default) or Poisson on counts with a cell depth offset."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -12,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_option
 from ..likelihoods import PeakBernoulli, Poisson, peak_bernoulli_log_lik
 from ..likelihoods.sampled import sampled_peak_bernoulli_log_lik
 from ..nn.decoders import Decoder, log_library
 from ..nn.inputs import Binarize, Log1p, TfIdf
 from ..nn.mlp import MLP
 from ..nn.sparse import SparseRows
-from .._checks import check_option
 from .base import DecoderShape, Kind, KindOptions
 
 
@@ -172,6 +173,15 @@ def encoder_input(options: ATACOptions, n_features: int) -> nn.Module:
     return Binarize() if options.likelihood == "bernoulli" else Log1p()
 
 
+# A genomic interval as a peak name: chr1:100-200, chr1-100-200, 1_100_200, ...
+_INTERVAL = re.compile(r"^(chr)?[0-9A-Za-z_.]+[:_-]\d+[-_]\d+$")
+
+
+def looks_like_peaks(names: pd.Index) -> bool:
+    """Whether more than 90 % of ``names`` are genomic intervals."""
+    return bool(len(names)) and np.mean([bool(_INTERVAL.match(v)) for v in names]) > 0.9
+
+
 def differential_table(result: pd.DataFrame, mode: str, fdr_target: float) -> pd.DataFrame:
     """scvi-tools' differential table in MULTIVI's accessibility columns."""
     out = pd.DataFrame(
@@ -202,6 +212,7 @@ KIND = Kind(
     encoder_input=encoder_input,
     names=frozenset({"atac", "peaks", "peak", "chromatin", "scatac", "atac-seq"}),
     tenx_feature_types=frozenset({"Peaks"}),
+    looks_like=looks_like_peaks,
     feature_word="peaks",
     differential_delta=0.05,
     differential_table=differential_table,

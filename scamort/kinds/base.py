@@ -62,6 +62,9 @@ class Kind:
     names: frozenset[str]
     # 10x Cell Ranger feature types holding it
     tenx_feature_types: frozenset[str] = frozenset()
+    # whether an AnnData's var_names (up to 200) look like this kind's features, for a
+    # modality whose name and feature types say nothing (None: never guessed so)
+    looks_like: Callable[[pd.Index], bool] | None = None
     # what its features are called in messages ("genes", "peaks")
     feature_word: str = "features"
     # differential analysis: the default delta of mode="change", and the reshaping of

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_option
 from ..likelihoods import NegativeBinomial, ZeroInflatedNegativeBinomial
 from ..nn.decoders import Decoder, log_library
 from ..nn.inputs import Log1p
-from .._checks import check_option
 from .base import DecoderShape, Kind, KindOptions
 
 
@@ -93,9 +93,7 @@ KIND = Kind(
     options=RNAOptions,
     decoder=decoder,
     encoder_input=lambda options, n_features: Log1p(),
-    names=frozenset(
-        {"rna", "gex", "gene expression", "expression", "scrna", "rna-seq"}
-    ),
+    names=frozenset({"rna", "gex", "gene expression", "expression", "scrna", "rna-seq"}),
     tenx_feature_types=frozenset({"Gene Expression"}),
     feature_word="genes",
     differential_delta=0.25,

@@ -31,9 +31,7 @@ Cells = CellData | BackedCells
 class Inference:
     """The module, the data it was set up on, and what results compute from them."""
 
-    def __init__(
-        self, module: MultiVAE, data: Data, spec: DataSpec, cells: Cells, chunk_size: int
-    ):
+    def __init__(self, module: MultiVAE, data: Data, spec: DataSpec, cells: Cells, chunk_size: int):
         self.module, self.data, self.spec, self.cells = module, data, spec, cells
         # backed data are read in chunks of this many cells: new data passed to a result
         # method are read the same way as the training data

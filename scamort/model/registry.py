@@ -138,7 +138,9 @@ def _from_legacy(mdata, modalities, legacy: dict) -> dict:
     old = {"rna_key": "rna", "atac_key": "atac", "rna_layer": None, "atac_layer": None}
     for key, value in legacy.items():
         kind, what = _LEGACY_KEYS[key]
-        new = "its key in modalities=" if what == "name" else f"scamort.Modality({kind!r}, layer=...)"
+        new = (
+            "its key in modalities=" if what == "name" else f"scamort.Modality({kind!r}, layer=...)"
+        )
         warnings.warn(
             f"setup_mudata({key}=...) is deprecated and will be removed in the next release; "
             f"declare the {kind} modality as {new}, e.g. setup_mudata(mdata, "

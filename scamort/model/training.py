@@ -236,9 +236,7 @@ def _with_heldout_encoders(module, loaders: Loaders, opts: TrainingOptions):
         return loaders.train
     encoders_loader = loaders.heldout(max(len(loaders.train), 1))
     with _quiet_lightning():
-        return CombinedLoader(
-            {"fit": loaders.train, "encoders": encoders_loader}, "max_size_cycle"
-        )
+        return CombinedLoader({"fit": loaders.train, "encoders": encoders_loader}, "max_size_cycle")
 
 
 def _final_pass(module, loaders: Loaders, opts: TrainingOptions, lr, fit: Fit, rows: list):

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from ..nn.covariates import BATCH, batch_codes
 from ..kinds import DecoderShape
 from ..nn import GaussianEncoder, SparseRows, one_hot_covariates
+from ..nn.covariates import BATCH, batch_codes
 from ..nn.sparse import host_index_on
 from .config import LossOutput, ModuleConfig
 from .consistency import cycle_loss
