@@ -72,7 +72,7 @@ def _calls(table, truth, prob, call):
 
 
 def de_sim(seed: int = 0) -> list[dict]:
-    from quality import multivi_model
+    from fits import multivi_model
 
     import scamort
 

@@ -25,7 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
-from quality import append_row, in_fresh_process, machine, peak_rss_gb, read_rows, replace_block
+from harness import append_row, in_fresh_process, machine, peak_rss_gb, read_rows, replace_block
 
 HERE = Path(__file__).resolve().parent
 

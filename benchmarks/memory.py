@@ -15,7 +15,7 @@ on each (``git stash`` / ``git checkout``).
 from __future__ import annotations
 
 import numpy as np
-from quality import in_fresh_process, peak_rss_gb
+from harness import in_fresh_process, peak_rss_gb
 
 
 def measure(what: str) -> dict:

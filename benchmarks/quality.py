@@ -45,328 +45,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
-import resource
-import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from designs import DESIGNS as DATASETS
 from designs import load
+from fits import fit_multivi, fit_scamort, fit_single
+from harness import (
+    append_row,
+    bench_process,
+    in_fresh_process,
+    latent_path,
+    peak_rss_gb,
+    read_rows,
+    replace_block,
+)
+from scores import (
+    block_mixing,
+    cluster_scores,
+    imputation_scores,
+    pairing_scores,
+    true_latent,
+    truth_scores,
+    view_mixing,
+)
 
 METHODS = ("scamort", "multivi", "glue", "scvi", "peakvi", "truth")
-MARK = "<!-- {}:{} -->"  # name, start / end
 
 
 # ------------------------------------------------------------------------ methods
-def fit_scamort(split, epochs: int, seed: int, **kw):
-    import scamort
-
-    scamort.SCAMORT.setup_mudata(split, batch_key="batch")
-    model = scamort.SCAMORT(split, seed=seed, **kw.get("model", {}))
-    train = {"max_epochs": epochs, **kw.get("train", {})}  # "max_epochs": null: its default
-    t = time.perf_counter()
-    model.train(seed=seed, progress_bar=False, **train)
-    out = _outputs(
-        split,
-        time.perf_counter() - t,
-        lambda modality="joint": model.get_latent_representation(
-            modality=modality, **kw.get("latent", {})
-        ),
-        ("rna", "atac"),
-        lambda cells: model.get_normalized_expression(indices=cells),
-        lambda cells: model.get_accessibility_estimates(indices=cells),
-    )
-    out["epochs_run"] = len(model.history)
-    return out
-
-
-def _outputs(split, train_s, latent, modalities, impute_rna, impute_atac) -> dict:
-    """What is scored of a joint model: the joint and single-modality latents and, for
-    the cells whose other modality was hidden, its prediction (same calls for both
-    models; ``modalities`` are the model's names for the RNA-alone and ATAC-alone ones)."""
-    status = split.obs["modality"].to_numpy()
-    t = time.perf_counter()
-    out = {"train_s": train_s, "joint": latent(), "embed_s": time.perf_counter() - t}
-    out["rna"], out["atac"] = (latent(m) for m in modalities)
-    for key, hidden, impute in (
-        ("rna_from_atac", "atac_only", impute_rna),
-        ("atac_from_rna", "rna_only", impute_atac),
-    ):
-        if (status == hidden).any():
-            out[key] = np.asarray(impute(np.flatnonzero(status == hidden)))
-    return out
-
-
-def _padded_mudata(split):
-    """MULTIVI's input: both modalities over every cell, hidden profiles as zero rows
-    (MULTIVI tells a missing modality by an all-zero row)."""
-    import anndata as ad
-    import mudata as md
-    import scipy.sparse as sp
-
-    mods = {}
-    for name in ("rna", "atac"):
-        mod = split[name]
-        pos = split.obs_names.get_indexer(mod.obs_names)
-        x = sp.csr_matrix(mod.X)
-        rows = sp.csr_matrix(
-            (np.ones(len(pos)), (pos, np.arange(len(pos)))), shape=(split.n_obs, len(pos))
-        )
-        mods[name] = ad.AnnData(
-            X=(rows @ x).tocsr().astype(np.float32),
-            obs=split.obs[[]].copy(),
-            var=mod.var[[]].copy(),
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = md.MuData(mods)
-    out.obs = split.obs.copy()
-    return out
-
-
-def multivi_model(split, setup: dict | None = None):
-    """MULTIVI on the padded MuData. ``setup``: ``batch`` (obs column used as MULTIVI's
-    batch: ``"batch"``, the library, by default; its tutorial uses ``"modality"``) and
-    ``modality_covariate`` (modality status as a categorical covariate; default True
-    where cells differ in status)."""
-    import scvi
-
-    setup = setup or {}
-    mdata = _padded_mudata(split)
-    several = split.obs["modality"].nunique() > 1
-    covs = ["modality"] if several and setup.get("modality_covariate", True) else None
-    scvi.model.MULTIVI.setup_mudata(
-        mdata,
-        batch_key=setup.get("batch", "batch"),
-        categorical_covariate_keys=covs,
-        modalities={"rna_layer": "rna", "atac_layer": "atac"},
-    )
-    return scvi.model.MULTIVI(mdata)
-
-
-def fit_multivi(split, epochs: int, seed: int, **kw):
-    import scvi
-
-    scvi.settings.seed = seed
-    model = multivi_model(split, kw.get("multivi"))
-    t = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, **kw.get("train", {}))
-    return _outputs(
-        split,
-        time.perf_counter() - t,
-        lambda modality="joint": model.get_latent_representation(modality=modality),
-        ("expression", "accessibility"),
-        lambda cells: model.get_normalized_expression(indices=cells),
-        lambda cells: model.get_normalized_accessibility(indices=cells),
-    )
-
-
-def fit_single(split, epochs: int, seed: int, which: str, **kw):
-    """scVI on the cells with RNA, or PeakVI on the cells with ATAC."""
-    import scvi
-
-    scvi.settings.seed = seed
-    adata = split["rna" if which == "scvi" else "atac"].copy()
-    adata.obs = split.obs.loc[adata.obs_names].copy()
-    cls = scvi.model.SCVI if which == "scvi" else scvi.model.PEAKVI
-    cls.setup_anndata(adata, batch_key="batch")
-    model = cls(adata)
-    t = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False)
-    return {
-        "train_s": time.perf_counter() - t,
-        "cells": split.obs_names.get_indexer(adata.obs_names),
-        "joint": model.get_latent_representation(),
-    }
-
-
-# ------------------------------------------------------------------------ scoring
-def _neighbors(x: np.ndarray, k: int = 90):
-    from scib_metrics.nearest_neighbors import NeighborsResults
-    from sklearn.neighbors import NearestNeighbors
-
-    d, i = NearestNeighbors(n_neighbors=min(k, len(x) - 1)).fit(x).kneighbors(x)
-    return NeighborsResults(indices=i, distances=d)
-
-
-def cluster_scores(z: np.ndarray, obs, label_key: str, seed: int) -> dict:
-    import scib_metrics
-
-    from scamort import metrics
-
-    labels = obs[label_key].astype(str).to_numpy()
-    sweep = metrics.leiden_sweep(z, labels, seed=seed)
-    nn = _neighbors(z)
-    out = {
-        "ARI": sweep["ari"],
-        "NMI": sweep["nmi"],
-        "silhouette": float(scib_metrics.silhouette_label(z, labels)),
-        "graph connectivity": float(scib_metrics.graph_connectivity(nn, labels)),
-        "iLISI batch": float(scib_metrics.ilisi_knn(nn, obs["batch"].astype(str).to_numpy())),
-    }
-    if obs["modality"].nunique() > 1:
-        out["iLISI modality"] = float(
-            scib_metrics.ilisi_knn(nn, obs["modality"].astype(str).to_numpy())
-        )
-    return out
-
-
-def model_views(model):
-    """``views(m)`` of a fitted scamort model: its embedding of every cell by modality
-    ``m`` ("rna", "atac"; "joint": all it has), as :func:`pairing_scores` reads it."""
-    return lambda m: model.get_latent_representation(modality=m)
-
-
-def pairing_scores(joint: np.ndarray, views, obs, label_key: str) -> dict:
-    """FOSCTTM of the paired cells' RNA-alone and ATAC-alone embeddings (``views(m)``:
-    the latent of modality ``m``, read only when there are paired cells) and label
-    transfer from the RNA-only cells to the ATAC-only ones in the joint latent ``joint``."""
-    from scamort import metrics
-
-    status = obs["modality"].to_numpy()
-    out = {}
-    paired = status == "paired"
-    if paired.any():
-        out["FOSCTTM"] = metrics.foscttm(views("rna")[paired], views("atac")[paired])
-    ref, query = status == "rna_only", status == "atac_only"
-    if ref.any() and query.any():
-        labels = obs[label_key].astype(str).to_numpy()
-        out["label transfer"] = metrics.label_transfer_accuracy(
-            joint[ref], labels[ref], joint[query], labels[query]
-        )
-    return out
-
-
-def mixable_blocks(obs):
-    """The cell masks of the experiments (blocks, ``obs["dataset"]``) that hold more than
-    one batch: where batch mixing can be measured apart from modality status."""
-    blocks = obs["dataset"].astype(str)
-    batch = obs["batch"].astype(str).to_numpy()
-    for block in blocks.unique():
-        keep = (blocks == block).to_numpy()
-        if len(np.unique(batch[keep])) > 1:
-            yield keep
-
-
-def block_mixing(z: np.ndarray, obs) -> dict:
-    """iLISI of the library within each experiment (block), averaged: mixing across
-    blocks is partly confounded with modality and is not read as batch correction."""
-    import scib_metrics
-
-    batch = obs["batch"].astype(str).to_numpy()
-    values = [
-        scib_metrics.ilisi_knn(_neighbors(z[keep]), batch[keep]) for keep in mixable_blocks(obs)
-    ]
-    return {"iLISI batch within blocks": float(np.mean(values))} if values else {}
-
-
-def view_mixing(latents: dict, status: np.ndarray) -> dict:
-    """iLISI between the paired cells and each single-modality group, every cell embedded
-    by that one modality (a paired cell by its view of it): both groups are read with
-    the same information, so what keeps them apart is where they come from (on separate
-    experiments: the experiment), not how many modalities a cell has."""
-    import scib_metrics
-
-    out = {}
-    for m in ("rna", "atac"):
-        keep = (status == "paired") | (status == f"{m}_only")
-        groups = status[keep]
-        if (groups == "paired").any() and (groups == f"{m}_only").any():
-            nn = _neighbors(latents[m][keep])
-            out[f"iLISI paired vs {m}_only, {m} views"] = float(scib_metrics.ilisi_knn(nn, groups))
-    return out
-
-
-def true_latent(full, split) -> np.ndarray | None:
-    """A simulation's true latent state of the split's cells (None for real data)."""
-    if "X_true" not in full.obsm:
-        return None
-    return full.obsm["X_true"][full.obs_names.get_indexer(split.obs_names)]
-
-
-def truth_scores(z: np.ndarray, truth: np.ndarray, obs, label_key: str) -> dict:
-    """What a simulation's embedding keeps of the true latent state, beyond the types."""
-    from scamort import metrics
-
-    kept = metrics.latent_recovery(z, truth, obs[label_key].astype(str).to_numpy())
-    return {"within-type state (R²)": kept["r2_within"], "true 15-NN kept": kept["knn_kept"]}
-
-
-def _featurewise_pearson(pred: np.ndarray, obs: np.ndarray) -> float:
-    pred = pred - pred.mean(0)
-    obs = obs - obs.mean(0)
-    den = np.sqrt((pred**2).sum(0) * (obs**2).sum(0))
-    keep = den > 0
-    return float(((pred * obs).sum(0)[keep] / den[keep]).mean())
-
-
-def _hidden(full, split, modality: str, cells) -> np.ndarray:
-    """The hidden profiles of ``cells`` over the features the models saw, dense."""
-    x = full[modality][cells, split[modality].var_names].X
-    return np.asarray(x.todense() if hasattr(x, "todense") else x)
-
-
-def imputation_scores(out: dict, full, split) -> dict:
-    status = split.obs["modality"].to_numpy()
-    scores = {}
-    if "rna_from_atac" in out:
-        x = _hidden(full, split, "rna", split.obs_names[status == "atac_only"]).astype(np.float64)
-        obs_ = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
-        pred = out["rna_from_atac"]
-        pred = np.log1p(1e4 * pred / pred.sum(1, keepdims=True))
-        scores["imputation RNA (r)"] = _featurewise_pearson(pred, obs_)
-    if "atac_from_rna" in out:
-        x = _hidden(full, split, "atac", split.obs_names[status == "rna_only"])
-        obs_ = (x > 0).astype(np.float32)
-        scores["imputation ATAC (r)"] = _featurewise_pearson(
-            out["atac_from_rna"].astype(np.float32), obs_
-        )
-    return scores
-
-
-def peak_rss_gb() -> float:
-    """The process's peak resident memory (high-water mark) in GB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def in_fresh_process(fn, *args):
-    """``fn(*args)`` in a newly spawned process, so that its time and peak memory are its
-    own (a forked child would inherit the parent's high-water mark)."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The JSON-lines results in ``path`` (none when it does not exist)."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def append_row(path: Path, row: dict) -> None:
-    """Print a result and append it to the JSON-lines file ``path``."""
-    print(json.dumps(row), flush=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
-
-
-def bench_process() -> None:
-    """A benchmark fit's process set-up: torch on ``SCAMORT_BENCH_THREADS`` threads (all
-    cores when unset) and warnings silenced."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("SCAMORT_BENCH_THREADS", os.cpu_count() or 1)))
-    warnings.filterwarnings("ignore")
-
-
 def run_job(
     dataset: str, method: str, seed: int, epochs: int, options: dict, latents: Path | None = None
 ) -> dict:
@@ -644,32 +352,12 @@ def _table_frames(frames: dict, measures, bold: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(doc: Path, name: str, body: str) -> None:
-    """Replace the block between the ``<!-- name:start/end -->`` markers of ``doc`` with
-    ``body`` (appended with its markers when they are missing)."""
-    text = doc.read_text() if doc.exists() else ""
-    start, end = MARK.format(name, "start"), MARK.format(name, "end")
-    block = f"{start}\n\n{body}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
-
-
 def write_report(rows, doc: Path) -> None:
     """Replace the block between the quality markers of ``doc`` with the tables."""
     replace_block(doc, "quality", report(rows))
 
 
 # --------------------------------------------------------------------------- main
-def latent_path(folder: Path, dataset: str, method: str, seed: int, epochs: int, tag: str) -> Path:
-    """Where a fit's embeddings are saved: one .npz per design, method, tag, epochs, seed."""
-    slug = "".join(c if c.isalnum() else "_" for c in tag)
-    return folder / f"{dataset}_{method}_{slug}_{epochs}_seed{seed}.npz"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)

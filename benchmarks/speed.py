@@ -45,15 +45,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from quality import (
-    append_row,
-    in_fresh_process,
-    machine,
-    multivi_model,
-    peak_rss_gb,
-    read_rows,
-    replace_block,
-)
+from fits import multivi_model
+from harness import append_row, in_fresh_process, machine, peak_rss_gb, read_rows, replace_block
 
 HERE = Path(__file__).resolve().parent
 MULTIVI_DEFAULT_EPOCHS = 500
@@ -222,9 +215,7 @@ def report(rows: list[dict]) -> str:
                     extra = r.get("s per extra epoch"), p.get("s per extra epoch")
                     if all(isinstance(v, float) and v > 0 for v in extra):
                         ratios[1] = f"{extra[1] / extra[0]:.1f}x"
-                lines.append(
-                    f"| {dataset} | {r['method']} | " + " | ".join(cells + ratios) + " |"
-                )
+                lines.append(f"| {dataset} | {r['method']} | " + " | ".join(cells + ratios) + " |")
         lines.append("")
     return "\n".join(lines)
 

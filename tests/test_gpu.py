@@ -71,8 +71,9 @@ def test_a_training_step_makes_no_host_device_synchronisation(tiny_mdata, peak_s
     test runs the same step on the meta device."""
     import torch
 
-    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
-    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, peak_sampling=peak_sampling)
+    atac = scamort.Modality("atac", peak_sampling=peak_sampling)
+    scamort.SCAMORT.setup_mudata(tiny_mdata, {"rna": "rna", "atac": atac}, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
     module = model.module.to("cuda")
     store = model._cells.tensors.to("cuda")
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3, fused=True)

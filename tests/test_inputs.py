@@ -245,7 +245,7 @@ def test_mudata_with_one_modality_fits_it_alone(tiny_mdata, tmp_path, only):
 def test_custom_modality_names(tiny_mdata, tmp_path):
     renamed = md.MuData({"gex": tiny_mdata["rna"].copy(), "peaks": tiny_mdata["atac"].copy()})
     renamed.obs = tiny_mdata.obs.loc[renamed.obs_names].copy()
-    scamort.SCAMORT.setup_mudata(renamed, rna_key="gex", atac_key="peaks", batch_key="batch")
+    scamort.SCAMORT.setup_mudata(renamed, batch_key="batch")  # both names say their kind
     model = scamort.SCAMORT(renamed, n_hidden=32)
     model.train(max_epochs=2, progress_bar=False)
     assert model.spec.modalities == ("gex", "peaks")

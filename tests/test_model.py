@@ -172,8 +172,9 @@ def test_rna_alone_from_anndata_like_scvi(sim_mdata):
     rna = sim_mdata["rna"].copy()
     rna.layers["counts"] = rna.X.copy()
     rna.X = None
-    scamort.SCAMORT.setup_anndata(rna, layer="counts", batch_key="batch")
-    model = scamort.SCAMORT(rna, rna_likelihood="zinb", dispersion="gene-batch")
+    zinb = scamort.Modality("rna", likelihood="zinb", dispersion="gene-batch")
+    scamort.SCAMORT.setup_anndata(rna, modality=zinb, layer="counts", batch_key="batch")
+    model = scamort.SCAMORT(rna)
     model.train(max_epochs=25, progress_bar=False)
     z = model.get_latent_representation()
     assert z.shape == (rna.n_obs, 20) and np.isfinite(z).all()
@@ -183,8 +184,9 @@ def test_rna_alone_from_anndata_like_scvi(sim_mdata):
 
 
 def test_poisson_atac_and_early_stopping(tiny_mdata):
-    scamort.SCAMORT.setup_mudata(tiny_mdata)
-    model = scamort.SCAMORT(tiny_mdata, atac_likelihood="poisson", n_hidden=32)
+    poisson = scamort.Modality("atac", likelihood="poisson")
+    scamort.SCAMORT.setup_mudata(tiny_mdata, {"rna": "rna", "atac": poisson})
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
     model.train(
         max_epochs=200,
         early_stopping=True,
@@ -244,11 +246,12 @@ def test_compiled_networks_train_like_eager(tiny_mdata):
 
 
 def test_tfidf_atac_input_follows_its_formula_and_is_saved(tiny_mdata, tmp_path):
-    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
-    model = scamort.SCAMORT(tiny_mdata, atac_input="tfidf", seed=0)
+    tfidf = scamort.Modality("atac", input="tfidf")
+    scamort.SCAMORT.setup_mudata(tiny_mdata, {"rna": "rna", "atac": tfidf}, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, seed=0)
     X = tiny_mdata.mod["atac"].X.toarray() > 0
     idf = X.shape[0] / (1.0 + X.sum(0))
-    assert np.allclose(model.module.idf_atac.numpy(), idf, rtol=1e-6)
+    assert np.allclose(model.module.inputs["atac"].idf.numpy(), idf, rtol=1e-6)
     # a cell's input: log1p(1e4 * (open / n_open) * idf) at its open peaks, nothing else
     cells = model._cells
     row = int(np.flatnonzero(cells.mask[:, 1])[0])
@@ -263,8 +266,8 @@ def test_tfidf_atac_input_follows_its_formula_and_is_saved(tiny_mdata, tmp_path)
     assert np.allclose(
         loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
     )
-    with pytest.raises(ValueError, match="atac_input"):
-        scamort.SCAMORT(tiny_mdata, atac_input="lsi")
+    with pytest.raises(ValueError, match="input='lsi' is not valid"):
+        scamort.Modality("atac", input="lsi")
 
 
 def test_paired_average_embeds_paired_cells_by_the_mean_of_their_single_modality_means(trained):
@@ -301,11 +304,9 @@ def test_prior_false_embeds_each_cell_by_its_experts_alone(trained):
     one expert's mean in the joint latent. Refinement needs the prior."""
     import torch
 
-    from scamort.model.access import _frozen
-
     store = trained._cells.tensors
     cells = np.arange(store.n_cells)
-    with _frozen(trained.module), torch.no_grad():
+    with trained._inference.frozen(), torch.no_grad():
         b = store.batch(cells)
         experts = trained.module.experts(b["x"], b["mask"], b["cov"], b["mask_host"])
     mask = store.mask_host
@@ -384,7 +385,9 @@ def test_cell_factor_width_is_set_saved_and_defaults_to_n_hidden(tiny_mdata, tmp
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
     default = scamort.SCAMORT(tiny_mdata, n_hidden=32).module.decoders["atac"]
     assert default.cell_factor.in_features == 32
-    model = scamort.SCAMORT(tiny_mdata, n_hidden=32, cell_factor_hidden=8)
+    narrow = scamort.Modality("atac", cell_factor_hidden=8)
+    scamort.SCAMORT.setup_mudata(tiny_mdata, {"rna": "rna", "atac": narrow}, batch_key="batch")
+    model = scamort.SCAMORT(tiny_mdata, n_hidden=32)
     assert model.module.decoders["atac"].cell_factor.in_features == 8
     model.train(max_epochs=1, progress_bar=False)
     model.save(tmp_path / "m")

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from scamort.data import CellTensors
+from scamort.kinds import Modality
 from scamort.module import ModuleConfig, MultiVAE
 from scamort.nn import SparseRows
 from scamort.train import kl_weight
@@ -15,9 +16,11 @@ N, G, P = 12, 30, 50
 
 def _module(**kw):
     torch.manual_seed(0)
+    rna = Modality("rna", likelihood=kw.pop("rna", "nb"), dispersion=kw.pop("dispersion", "gene"))
+    atac = Modality("atac", likelihood=kw.pop("atac", "bernoulli"), **kw.pop("atac_options", {}))
     cfg = ModuleConfig(
         n_features={"rna": G, "atac": P},
-        likelihoods={"rna": kw.pop("rna", "nb"), "atac": kw.pop("atac", "bernoulli")},
+        modalities={"rna": rna, "atac": atac},
         n_categories=(3,),
         n_latent=4,
         n_hidden=16,
@@ -231,7 +234,7 @@ def test_bf16_autocast_matches_float32(device):
         {"refine_steps": 2, "adversarial_batch_weight": 1.0},
         {"adversarial_view_weight": 1.0},
         {"single_views": "sample", "atac": "poisson"},
-        {"atac_input": "tfidf", "encode_covariates": True},
+        {"atac_options": {"input": "tfidf"}, "encode_covariates": True},
         {"cycle_weight": 1.0, "output_covariates": True, "encode_covariates": True},
         {"cross_cycle_weight": 1.0, "cycle_weight": 1.0, "output_covariates": True},
     ],

@@ -7,10 +7,10 @@ import torch
 from test_model import assert_history_finite, assert_meets_the_bars
 
 import scamort
+from scamort.kinds.atac import BernoulliDecoder
 from scamort.likelihoods import peak_bernoulli_log_lik
 from scamort.likelihoods.sampled import sampled_peak_bernoulli_log_lik
 from scamort.nn import SparseRows
-from scamort.nn.decoders import BernoulliDecoder
 
 N, P, D = 6, 300, 5
 
@@ -135,14 +135,13 @@ def test_evaluation_mode_stays_exact():
     b = dec.log_prob(z, None, dec.log_size(x), None, x)
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="peak_sampling must be > 0"):
-        scamort.module.ModuleConfig(
-            n_features={"atac": 10}, likelihoods={"atac": "bernoulli"}, peak_sampling=0
-        )
+        scamort.Modality("atac", peak_sampling=0)
 
 
 def test_model_trained_with_sampled_peaks_meets_the_bars(sim_mdata):
-    scamort.SCAMORT.setup_mudata(sim_mdata, batch_key="batch")
-    model = scamort.SCAMORT(sim_mdata, seed=0, peak_sampling=0.1)
+    sampled = scamort.Modality("atac", peak_sampling=0.1)
+    scamort.SCAMORT.setup_mudata(sim_mdata, {"rna": "rna", "atac": sampled}, batch_key="batch")
+    model = scamort.SCAMORT(sim_mdata, seed=0)
     assert model.module.decoders["atac"].n_sampled == 300
     model.train(max_epochs=40, seed=0, progress_bar=False)
     assert_meets_the_bars(model, sim_mdata)

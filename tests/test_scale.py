@@ -120,7 +120,8 @@ def test_backed_errors_are_specific(sim_file):
     with pytest.raises(DataError, match="backed='r\\+'"):
         model.write_latent_representation("X_scamort")
     with pytest.raises(DataError, match="layer"):
-        scamort.SCAMORT.setup_mudata(ro, rna_layer="counts")
+        layered = {"rna": scamort.Modality("rna", layer="counts"), "atac": "atac"}
+        scamort.SCAMORT.setup_mudata(ro, layered)
     ro.file.close()
 
 

@@ -60,7 +60,7 @@ def test_scamort_integrates_separate_experiments(experiments):
     # the paired cells keep the encoders' embedding.
     status = experiments.obs["modality"].astype(str).to_numpy()
     batches = model.spec.categories[0]
-    unbridged = {batches[c] for c in model._unbridged_batches()}
+    unbridged = {batches[c] for c in model._inference.unbridged_batches()}
     assert unbridged == set(experiments.obs["batch"][status != "paired"].astype(str))
     z = model.get_latent_representation(refine_steps="auto")
     z0 = model.get_latent_representation()
@@ -86,7 +86,10 @@ def test_batch_swap_consistency_is_on_by_default_for_separate_experiments_only(e
     rna.obs = experiments.obs.loc[rna.obs_names].copy()
     scamort.SCAMORT.setup_anndata(rna, batch_key="batch")
     assert scamort.SCAMORT(rna).config.cycle_weight == 0.0
-    assert scamort.SCAMORT(experiments, atac_input="tfidf").config.cycle_weight == 0.0
+    tfidf = experiments.copy()
+    declared = {"rna": "rna", "atac": scamort.Modality("atac", input="tfidf")}
+    scamort.SCAMORT.setup_mudata(tfidf, declared, batch_key="batch")
+    assert scamort.SCAMORT(tfidf).config.cycle_weight == 0.0
     with pytest.raises(ValueError, match="cycle_weight must be a number >= 0 or 'auto'"):
         scamort.SCAMORT(experiments, cycle_weight="on")
     with pytest.raises(ValueError, match="cycle_weight must be >= 0"):
@@ -102,18 +105,18 @@ def test_batches_without_paired_cells():
     """The one rule behind cycle_weight="auto" and refine_steps="auto": the batches with
     no cell measured in every modality (a batch with a single paired cell is bridged)."""
     from scamort.data.cells import batches_without_paired
-    from scamort.model._model import _has_single_modality_batch
+    from scamort.model.options import has_single_modality_batch
 
     both, rna, atac = [True, True], [True, False], [False, True]
     mask = np.array([both, rna, rna, atac, atac, rna, both, atac])
     batch = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     assert batches_without_paired(mask, batch).tolist() == [1, 2]
-    assert _has_single_modality_batch(mask, batch)
+    assert has_single_modality_batch(mask, batch)
     bridged = np.array([0, 0, 0, 3, 3, 3, 3, 3])
     assert batches_without_paired(mask, bridged).size == 0
-    assert not _has_single_modality_batch(mask, bridged)
+    assert not has_single_modality_batch(mask, bridged)
     # one batch with no paired cell: nothing to align it with, not separate experiments
-    assert not _has_single_modality_batch(mask[1:6], np.zeros(5, dtype=int))
+    assert not has_single_modality_batch(mask[1:6], np.zeros(5, dtype=int))
     assert batches_without_paired(mask[:, :1], batch).size == 0  # one modality
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import scamort
-from scamort.nn.decoders import DECODERS
+from scamort.kinds.atac import BernoulliDecoder, PoissonDecoder
+from scamort.kinds.rna import NBDecoder
 
 
 def test_kl_warmup_ends_within_max_steps(tiny_mdata):
@@ -71,11 +72,11 @@ def test_a_second_train_extends_the_history(tiny_mdata):
 
 def test_decoders_refuse_options_they_do_not_have():
     with pytest.raises(TypeError, match="cell_factor_hidden"):
-        DECODERS["nb"](4, 10, 1, 8, 1, 0.0, cell_factor_hidden=3)
+        NBDecoder(4, 10, 1, 8, 1, 0.0, cell_factor_hidden=3)
     with pytest.raises(TypeError, match="zero_inflated"):
-        DECODERS["poisson"](4, 10, 1, 8, 1, 0.0, zero_inflated=True)
+        PoissonDecoder(4, 10, 1, 8, 1, 0.0, zero_inflated=True)
     with pytest.raises(TypeError, match="n_dispersion_groups"):
-        DECODERS["bernoulli"](4, 10, 1, 8, 1, 0.0, n_dispersion_groups=2)
+        BernoulliDecoder(4, 10, 1, 8, 1, 0.0, n_dispersion_groups=2)
 
 
 def test_load_leaves_the_datas_registration_alone(tiny_mdata, tmp_path):
@@ -94,7 +95,7 @@ def test_chunk_size_is_kept_for_new_and_loaded_backed_data(tiny_mdata, tmp_path)
     model = scamort.SCAMORT(disk, n_hidden=16)
     assert model._cells.chunk_size == 37
     other = md.read_h5mu(path, backed=True)
-    assert model._cell_data(other).chunk_size == 37
+    assert model._inference.cells_of(other).chunk_size == 37
     model.save(tmp_path / "m")
     loaded = scamort.SCAMORT.load(tmp_path / "m", other, chunk_size=11)
     assert loaded._cells.chunk_size == 11

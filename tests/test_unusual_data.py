@@ -99,16 +99,14 @@ def torch_finite(p) -> bool:
 @pytest.mark.parametrize("atac_likelihood", ["bernoulli", "poisson"])
 def test_empty_features_with_other_likelihoods_and_inputs(holey, atac_input, atac_likelihood):
     mdata, _ = holey
+    declared = {
+        "rna": scamort.Modality("rna", likelihood="zinb"),
+        "atac": scamort.Modality("atac", likelihood=atac_likelihood, input=atac_input),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyFeaturesWarning)
-        scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
-    model = scamort.SCAMORT(
-        mdata,
-        n_hidden=64,
-        rna_likelihood="zinb",
-        atac_likelihood=atac_likelihood,
-        atac_input=atac_input,
-    )
+        scamort.SCAMORT.setup_mudata(mdata, declared, batch_key="batch")
+    model = scamort.SCAMORT(mdata, n_hidden=64)
     model.train(max_epochs=5, progress_bar=False)
     assert_history_finite(model.history)
     assert np.isfinite(model.get_latent_representation(refine_steps=3)).all()

@@ -9,8 +9,8 @@ import scamort
 from scamort import SCAMORT, DataError
 
 
-def _setup(mdata, **kw):
-    return SCAMORT.setup_mudata(mdata, **kw)
+def _setup(mdata, modalities=None, **kw):
+    return SCAMORT.setup_mudata(mdata, modalities, **kw)
 
 
 def _set_value(mdata, mod, value, dense=False):
@@ -33,7 +33,7 @@ def test_bad_count_values(tiny_mdata, value, message, dense):
 
 
 def _registered_counts(mdata):
-    from scamort.model.registry import _registered
+    from scamort.model.registry import registered as _registered
 
     _setup(mdata)
     return _registered(mdata)[1].x
@@ -61,15 +61,15 @@ def test_other_count_formats_register_the_same_counts(tiny_mdata, convert):
 
 def test_missing_layer_and_keys(tiny_mdata):
     with pytest.raises(DataError, match="layer 'counts' not found in modality 'rna'"):
-        _setup(tiny_mdata, rna_layer="counts")
+        _setup(tiny_mdata, {"rna": scamort.Modality("rna", layer="counts"), "atac": "atac"})
     with pytest.raises(DataError, match="key 'sample' not found"):
         _setup(tiny_mdata, batch_key="sample")
     with pytest.raises(DataError, match="key 'donor' not found"):
         _setup(tiny_mdata, categorical_covariate_keys=["donor"])
-    with pytest.raises(DataError, match=r"modality 'gex' not found .*rna_key"):
-        _setup(tiny_mdata, rna_key="gex")
+    with pytest.raises(DataError, match=r"modality 'gex' not found .*modalities="):
+        _setup(tiny_mdata, {"gex": "rna"})
     with pytest.raises(DataError, match="no modality"):
-        _setup(tiny_mdata, rna_key=None, atac_key=None)
+        _setup(tiny_mdata, {})
 
 
 def test_missing_batch_values(tiny_mdata):
@@ -155,7 +155,13 @@ def test_unregistered_objects_are_refused(tiny_mdata):
 def test_bad_model_options(tiny_mdata):
     _setup(tiny_mdata)
     with pytest.raises(ValueError, match=r"\['bernoulli', 'poisson'\]"):
-        SCAMORT(tiny_mdata, atac_likelihood="nb")
+        scamort.Modality("atac", likelihood="nb")
+    with pytest.raises(ValueError, match="atac modalities have no option 'dispersion'"):
+        scamort.Modality("atac", dispersion="gene")
+    with pytest.raises(ValueError, match="unknown kind of data 'prot'"):
+        scamort.Modality("prot")
+    with pytest.raises(TypeError, match="unexpected option 'cycle_wieght'"):
+        SCAMORT(tiny_mdata, cycle_wieght=0.1)
 
 
 def test_load_refuses_different_features_and_unknown_batches(tiny_mdata, tmp_path):

@@ -255,7 +255,10 @@ def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData
         mask[pos[m], j] = True
     if not mask.any(1).all():
         bad = cells[~mask.any(1)][:5].tolist()
-        raise DataError(f"cells {bad} are in no modality; drop them from the MuData.")
+        raise DataError(
+            f"cells {bad} are in no modality registered ({list(spec.modalities)}); drop them "
+            "from the MuData, or register the modality they have too."
+        )
     cov = _codes(data, mods, spec, cells)
     sources = {m: mods[m].X for m, layer in zip(spec.modalities, spec.layers) if layer is None}
     if any(is_backed_matrix(X) for X in sources.values()):

@@ -35,10 +35,11 @@ import argparse
 import json
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-from quality import append_row, bench_process, in_fresh_process, load, true_latent
-
-HERE = Path(__file__).resolve().parent
+from designs import load
+from harness import DOCS, append_row, bench_process, in_fresh_process
+from scores import true_latent
 
 
 def fit_and_score(seed, cell_type, weight, keeper: str, options: dict, latent: dict) -> dict:
@@ -107,7 +108,7 @@ def main(argv=None):
     p.add_argument("--options", type=json.loads, default={}, help="more SCAMORT options")
     p.add_argument("--latent", type=json.loads, default={}, help="get_latent_representation's")
     p.add_argument("--truth", action="store_true", help="also score the true latent state")
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "private_type.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "private_type.jsonl")
     args = p.parse_args(argv)
     if args.truth:
         row = in_fresh_process(fit_and_score, args.seed, args.type, "truth", args.keeper, {}, {})

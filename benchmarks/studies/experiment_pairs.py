@@ -23,21 +23,21 @@ import argparse
 import json
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-from batch_mixing import ilisi_against_ceiling, shuffled_within
-from quality import (
+from designs import load
+from fits import fit_scamort
+from harness import DOCS, append_row, bench_process
+from scores import (
     _neighbors,
-    append_row,
-    bench_process,
     block_mixing,
     cluster_scores,
-    fit_scamort,
-    load,
+    ilisi_against_ceiling,
+    shuffled_within,
     true_latent,
     truth_scores,
 )
 
-HERE = Path(__file__).resolve().parent
 PAIRS = [("paired", "rna_only"), ("paired", "atac_only"), ("rna_only", "atac_only")]
 
 
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="default", help='"truth": the simulator\'s true latent')
     p.add_argument("--options", default="{}", help="JSON, as quality.py's --options")
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "experiment_pairs.jsonl"))
+    p.add_argument("--out", default=str(DOCS / "experiment_pairs.jsonl"))
     args = p.parse_args(argv)
     bench_process()
     full, split, key = load(args.dataset, args.seed)

@@ -22,11 +22,11 @@ import argparse
 import time
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
 from designs import load
-from quality import append_row, bench_process, in_fresh_process, model_views
-
-HERE = Path(__file__).resolve().parent
+from harness import DOCS, append_row, bench_process, in_fresh_process
+from scores import model_views
 
 
 def default_fit(dataset: str, seed: int, **train):
@@ -60,7 +60,7 @@ def multivi_fit(dataset: str, seed: int, epochs: int):
     early stopping: (split, label key, latent(modality), training seconds, mask of the
     cells it did not train on)."""
     import scvi
-    from quality import multivi_model
+    from fits import multivi_model
 
     bench_process()
     _, split, label_key = load(dataset, seed)
@@ -131,7 +131,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", choices=["scamort", "multivi"], default=["scamort"])
     p.add_argument("--multivi-epochs", type=int, default=150)
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "heldout_cells.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "heldout_cells.jsonl")
     args = p.parse_args(argv)
     for dataset in args.datasets:
         for method in args.methods:

@@ -19,9 +19,9 @@ import json
 import warnings
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
+from harness import CACHE, DOCS
 
 
 def measure(dataset: str, columns: int, draws: int, epochs: int) -> list[dict]:
@@ -31,7 +31,7 @@ def measure(dataset: str, columns: int, draws: int, epochs: int) -> list[dict]:
     import scamort
     from scamort.likelihoods.sampled import inclusion_probabilities
 
-    mdata = _read(data_path(dataset, HERE / ".cache"))
+    mdata = _read(data_path(dataset, CACHE))
     scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
     model = scamort.SCAMORT(mdata, peak_sampling=None, seed=0)
     model.train(max_epochs=epochs, progress_bar=False)
@@ -49,7 +49,9 @@ def measure(dataset: str, columns: int, draws: int, epochs: int) -> list[dict]:
         log_size = dec.log_size(x)
         h = dec.body(z, cov)
     open_w = (x.val > 0).float()
-    frequency = torch.as_tensor(model._cells.cells_per_feature("atac") / model._cells.mask[:, j].sum())
+    frequency = torch.as_tensor(
+        model._cells.cells_per_feature("atac") / model._cells.mask[:, j].sum()
+    )
     options = {
         "uniform": None,
         "importance": inclusion_probabilities(frequency, columns),
@@ -102,7 +104,7 @@ def main(argv=None):
     p.add_argument("--columns", type=int, default=2048)
     p.add_argument("--draws", type=int, default=100)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "peak_sampling.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "peak_sampling.jsonl")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     for dataset in args.datasets:

@@ -26,18 +26,11 @@ import time
 import warnings
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
 from designs import load
-from quality import (
-    append_row,
-    cluster_scores,
-    in_fresh_process,
-    model_views,
-    pairing_scores,
-    read_rows,
-)
-
-HERE = Path(__file__).resolve().parent
+from harness import DOCS, append_row, in_fresh_process, read_rows
+from scores import cluster_scores, model_views, pairing_scores
 
 
 def posterior_shape(model) -> dict:
@@ -150,7 +143,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=float, default=7.25, help="KL warm-up epochs (fixed)")
     p.add_argument("--early-stopping", action="store_true")
     p.add_argument("--options", default="{}", help='JSON: {"model": {...}, "train": {...}}')
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "training_length.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "training_length.jsonl")
     p.add_argument("--report", action="store_true", help="only print the tables of --out")
     args = p.parse_args(argv)
     if args.report:

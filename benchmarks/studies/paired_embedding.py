@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-from quality import DATASETS, append_row, cluster_scores, load
-
-HERE = Path(__file__).resolve().parent
+from designs import DESIGNS as DATASETS
+from designs import load
+from harness import DOCS, append_row
+from scores import cluster_scores
 
 
 def run(dataset: str, seed: int) -> list[dict]:
@@ -58,7 +60,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "paired_embedding.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "paired_embedding.jsonl")
     args = p.parse_args(argv)
     for dataset in args.datasets:
         for seed in args.seeds:

@@ -27,20 +27,13 @@ import argparse
 import time
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
 import pandas as pd
-from batch_mixing import ilisi_against_ceiling, shuffled_within
-from quality import (
-    _neighbors,
-    append_row,
-    bench_process,
-    block_mixing,
-    fit_scamort,
-    load,
-    view_mixing,
-)
-
-HERE = Path(__file__).resolve().parent
+from designs import load
+from fits import fit_scamort
+from harness import DOCS, append_row, bench_process
+from scores import _neighbors, block_mixing, ilisi_against_ceiling, shuffled_within, view_mixing
 
 
 def experiment_scores(z: np.ndarray, status, batch, types, seed: int) -> dict:
@@ -57,7 +50,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="snare_libraries")
     p.add_argument("--deals", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "block_reference.jsonl"))
+    p.add_argument("--out", default=str(DOCS / "block_reference.jsonl"))
     args = p.parse_args(argv)
     bench_process()
     for deal in args.deals:

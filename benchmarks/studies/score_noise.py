@@ -18,19 +18,11 @@ import argparse
 import time
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
 from designs import load
-from quality import (
-    append_row,
-    bench_process,
-    block_mixing,
-    in_fresh_process,
-    model_views,
-    pairing_scores,
-    read_rows,
-)
-
-HERE = Path(__file__).resolve().parent
+from harness import DOCS, append_row, bench_process, in_fresh_process, read_rows
+from scores import block_mixing, model_views, pairing_scores
 
 
 def run_fit(dataset: str, deal: int, fit_seed: int, leiden_seeds: list[int]) -> list[dict]:
@@ -110,7 +102,7 @@ def main(argv=None):
     p.add_argument("--deal", type=int, default=0)
     p.add_argument("--fit-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--leiden-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "score_noise.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "score_noise.jsonl")
     p.add_argument("--report", action="store_true", help="print the recorded rows and stop")
     args = p.parse_args(argv)
     if not args.report:

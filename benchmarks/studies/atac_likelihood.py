@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
 
 import scamort

@@ -41,12 +41,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-from quality import append_row, latent_path, load, true_latent
+from designs import load
+from harness import DOCS, append_row, latent_path
+from scores import true_latent
 
 from scamort.metrics import _within_type  # each cell minus its type's mean
-
-HERE = Path(__file__).resolve().parent
 
 
 def cut_within(z: np.ndarray, types: np.ndarray, keep: int) -> np.ndarray:
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--tags", nargs="+", default=["default"], help="quality.py tags")
     p.add_argument("--epochs", type=int, nargs="+", default=[0, 150], help="as in quality.py")
     p.add_argument("--cut", type=int, default=5, help="directions of within-type state kept")
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "cluster_shape.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "cluster_shape.jsonl")
     args = p.parse_args(argv)
     full, split, key = load(args.dataset, args.seed)
     types = split.obs[key].astype(str).to_numpy()

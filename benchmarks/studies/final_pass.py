@@ -18,10 +18,11 @@ import copy
 import time
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
+from harness import DOCS, append_row, in_fresh_process
 from heldout_cells import default_fit, paired_foscttm
-from quality import append_row, block_mixing, cluster_scores, in_fresh_process, model_views
+from scores import block_mixing, cluster_scores, model_views
 
-HERE = Path(__file__).resolve().parent
 # (what learns, learning rate, epochs); ("none", None, 0) is the early-stopped fit itself
 VARIANTS = [
     ("none", None, 0),
@@ -85,7 +86,7 @@ def main(argv=None):
         "--datasets", nargs="+", default=["snare_libraries", "sim_experiments", "sim10k"]
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "final_pass.jsonl")
+    p.add_argument("--out", type=Path, default=DOCS / "final_pass.jsonl")
     args = p.parse_args(argv)
     for dataset in args.datasets:
         in_fresh_process(run, dataset, args.seed, args.out)

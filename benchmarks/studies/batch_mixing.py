@@ -55,41 +55,31 @@ import argparse
 import json
 from pathlib import Path
 
+import _path  # noqa: F401  (benchmarks/ on the path)
 import numpy as np
-from quality import (
-    _neighbors,
+from designs import load
+from harness import (
+    CACHE,
+    DOCS,
     append_row,
     bench_process,
     in_fresh_process,
-    load,
-    mixable_blocks,
     read_rows,
     replace_block,
-    true_latent,
 )
-
-HERE = Path(__file__).resolve().parent
+from scores import _neighbors, ilisi_against_ceiling, mixable_blocks, shuffled_within, true_latent
 
 
 def fit_latent(
     dataset: str, method: str, seed: int, epochs: int | None, options: dict
 ) -> np.ndarray:
     """The joint latent of one fit (in the calling process)."""
-    from quality import fit_multivi, fit_scamort
+    from fits import fit_multivi, fit_scamort
 
     bench_process()
     _, split, _ = load(dataset, seed)
     fit = fit_scamort if method == "scamort" else fit_multivi
     return fit(split, epochs, seed, **options)["joint"]
-
-
-def shuffled_within(labels: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
-    """``labels`` permuted at random within each group."""
-    out = labels.copy()
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        out[idx] = labels[rng.permutation(idx)]
-    return out
 
 
 def per_type_scores(nn, types: np.ndarray, status: np.ndarray) -> dict:
@@ -112,16 +102,6 @@ def per_type_scores(nn, types: np.ndarray, status: np.ndarray) -> dict:
             "same-type 15-NN, ATAC-only cells": float(same[keep & atac_only].mean()),
         }
     return out
-
-
-def ilisi_against_ceiling(nn, labels: np.ndarray, perms: list[np.ndarray]) -> tuple:
-    """iLISI of ``labels`` on the neighbours ``nn``, and its mean over ``perms`` (the same
-    labels shuffled within cell types): the ceiling that the embedding's geometry and
-    the groups' cell-type compositions allow."""
-    import scib_metrics
-
-    ceiling = np.mean([scib_metrics.ilisi_knn(nn, p) for p in perms])
-    return float(scib_metrics.ilisi_knn(nn, labels)), float(ceiling)
 
 
 def mixing_scores(z: np.ndarray, nn, batch: np.ndarray, types: np.ndarray, seed: int) -> dict:
@@ -239,9 +219,9 @@ def main(argv=None):
         metavar="NAME=PATH",
         help="also score the joint embedding saved by quality.py at PATH, labelled NAME",
     )
-    p.add_argument("--cache", type=Path, default=HERE / ".cache")
-    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "batch_mixing.jsonl")
-    p.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
+    p.add_argument("--cache", type=Path, default=CACHE)
+    p.add_argument("--out", type=Path, default=DOCS / "batch_mixing.jsonl")
+    p.add_argument("--doc", type=Path, default=DOCS / "benchmarks.md")
     p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
     if not args.report:
