@@ -54,11 +54,14 @@ mdata""",
 
 `setup_mudata` validates the counts and registers the data; nothing is written into
 `mdata`. A cell present in both modalities is paired, a cell in one is unpaired: no
-padding, no reordering. `batch` is the sequencing library.""",
+padding, no reordering. `batch` is the sequencing library. The modalities `rna` and
+`atac` are recognised by their names; under other names, or with a layer of raw counts or
+another likelihood, declare them: `setup_mudata(mdata, modalities={"gex": "rna", "peaks":
+scamort.Modality("atac", layer="counts")})`.""",
     ),
     (
         "code",
-        """scamort.SCAMORT.setup_mudata(mdata, rna_key="rna", atac_key="atac", batch_key="batch")
+        """scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
 model = scamort.SCAMORT(mdata, seed=0)
 model""",
     ),

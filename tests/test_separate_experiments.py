@@ -198,7 +198,7 @@ def test_cell_types_one_experiment_alone_has_keep_their_neighbours_at_the_defaul
     neighbours it has in the true latent state (measured: 0.78 against 0.77 for the
     RNA-only experiment's, 0.96 against 0.98 for the ATAC-only one's); a model that
     lays a private type onto the other experiments' cells falls below. (At this size
-    the opt-in adversaries' partial cost, benchmarks/private_type.py at 6,000 cells,
+    the opt-in adversaries' partial cost, benchmarks/studies/private_type.py at 6,000 cells,
     stays within the bar: the view adversary at 10 scored 0.76 with the RNA-only
     experiment's type dropped alone.)"""
     from sklearn.neighbors import NearestNeighbors

@@ -1,6 +1,6 @@
 """Bernoulli (PeakVI) vs Poisson ATAC likelihood on SNARE-seq, thirds split.
 
-    python benchmarks/atac_likelihood.py --n-cells 3000 --epochs 40 --seeds 0 1
+    python benchmarks/studies/atac_likelihood.py --n-cells 3000 --epochs 40 --seeds 0 1
 
 Prints and writes (docs/atac_likelihood.json) the integration metrics of the demo for
 each likelihood and seed, on a random subsample of cells.

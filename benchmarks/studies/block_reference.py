@@ -15,8 +15,8 @@ On ``sim_experiments`` the simulator's true latent state is scored the same way,
 the fit on its full (every cell paired) data: where the two agree, the reference
 procedure reads the truth.
 
-    python benchmarks/block_reference.py --dataset snare_libraries --deals 0 1
-    python benchmarks/block_reference.py --dataset sim_experiments --deals 0 1
+    python benchmarks/studies/block_reference.py --dataset snare_libraries --deals 0 1
+    python benchmarks/studies/block_reference.py --dataset sim_experiments --deals 0 1
 
 Each fit appends one JSON line to ``docs/block_reference.jsonl``.
 """

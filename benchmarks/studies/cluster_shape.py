@@ -30,7 +30,7 @@ folder, one .npz per fit) and scores, for each:
 
 On a simulation the true latent state of the same cells is scored alike (``truth``).
 
-    python benchmarks/cluster_shape.py --dataset sim_experiments --seed 0 \\
+    python benchmarks/studies/cluster_shape.py --dataset sim_experiments --seed 0 \\
         --latents benchmarks/.cache/latents --tags "default" "..."
 
 Rows go to ``docs/cluster_shape.jsonl``.

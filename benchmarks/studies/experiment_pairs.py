@@ -9,9 +9,9 @@ apart a paired cell's RNA-alone and ATAC-alone embeddings lie (iLISI of the two 
 and the mean offset and distance between them against the spread of the cells), and the
 quality measures of quality.py.
 
-    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 --tag default
-    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 --tag truth
-    python benchmarks/experiment_pairs.py --dataset sim_experiments --seed 0 \\
+    python benchmarks/studies/experiment_pairs.py --dataset sim_experiments --seed 0 --tag default
+    python benchmarks/studies/experiment_pairs.py --dataset sim_experiments --seed 0 --tag truth
+    python benchmarks/studies/experiment_pairs.py --dataset sim_experiments --seed 0 \\
         --tag "cycle 1" --options '{"model": {"cycle_weight": 1}}'
 
 Each run appends one JSON line to ``docs/experiment_pairs.jsonl``.

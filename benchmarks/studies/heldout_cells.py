@@ -1,7 +1,7 @@
 """Are the cells held out for early stopping embedded worse than the ones trained on?
 
-    python benchmarks/heldout_cells.py --datasets snare_libraries sim_experiments --seed 0
-    python benchmarks/heldout_cells.py --datasets snare_libraries --seed 0 --methods multivi
+    python benchmarks/studies/heldout_cells.py --datasets snare_libraries sim_experiments --seed 0
+    python benchmarks/studies/heldout_cells.py --datasets snare_libraries --seed 0 --methods multivi
 
 ``train()`` holds out ``validation_fraction`` (10 %) of the cells to watch the ELBO;
 until the final pass (``final_epochs``, after early stopping) the encoders never see

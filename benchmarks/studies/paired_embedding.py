@@ -8,7 +8,7 @@ posterior mean, the ATAC-alone posterior mean, and the average of the last two.
 Unpaired cells keep their (single-expert) posterior in all four. Also prints the mean
 norm of each group's embedding. Rows go to ``docs/paired_embedding.jsonl``.
 
-    python benchmarks/paired_embedding.py --datasets snare_thirds snare_paired sim10k
+    python benchmarks/studies/paired_embedding.py --datasets snare_thirds snare_paired sim10k
 """
 
 from __future__ import annotations

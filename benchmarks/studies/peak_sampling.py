@@ -1,6 +1,6 @@
 """Noise of the sampled peak likelihood: uniform against importance draws of the columns.
 
-    python benchmarks/peak_sampling.py --datasets snare sim5k_p100k --columns 2048
+    python benchmarks/studies/peak_sampling.py --datasets snare sim5k_p100k --columns 2048
 
 For each data set: scamort trained a few epochs with the exact likelihood; on 512 cells
 with ATAC, the exact per-cell ATAC log-likelihood, and ``--draws`` sampled estimates of it

@@ -25,8 +25,8 @@ and for all cells ARI / NMI (Leiden sweep). ``--truth`` scores the simulator's t
 latent state of the same cells the same way: what those shares are with no batch effect
 and no model. Rows go to ``docs/private_type.jsonl``.
 
-    python benchmarks/private_type.py --seed 0
-    python benchmarks/private_type.py --seed 0 --keeper paired --truth --weights 0 10
+    python benchmarks/studies/private_type.py --seed 0
+    python benchmarks/studies/private_type.py --seed 0 --keeper paired --truth --weights 0 10
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How much of a difference in the cluster scores is noise: the same design refitted
 with other training seeds, and each embedding clustered with other Leiden seeds.
 
-    python benchmarks/score_noise.py --dataset snare_libraries --deal 0 \
+    python benchmarks/studies/score_noise.py --dataset snare_libraries --deal 0 \
         --fit-seeds 0 1 2 --leiden-seeds 0 1 2 3 4
 
 quality.py scores one fit (training seed = the deal's seed) clustered once (Leiden seed

@@ -1,6 +1,6 @@
 """What more epochs do to one fit: quality and fit along a single long training run.
 
-    python benchmarks/training_length.py --dataset snare_thirds --seed 0 \
+    python benchmarks/studies/training_length.py --dataset snare_thirds --seed 0 \
         --checkpoints 10 20 29 50 75 100 150 --warmup 7.25
 
 One model trains to each checkpoint epoch in turn, resuming from its own checkpoint
