@@ -2,173 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from ._cli_args import UsageError, _parser
+
 _PACKAGE = str(Path(__file__).resolve().parent)
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as given (exit code 2, one line)."""
-
-
-def _peak_sampling(value: str):
-    if value == "none":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected none or a number > 0, got {value!r}")
-    return number
-
-
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
-    return number
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scamort", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser(
-        "fit",
-        help="fit .h5mu / .h5ad / 10x .h5 files and write the embedding back",
-        description="Fit one experiment, or several separate ones together "
-        "(scamort fit multiome.h5mu rna.h5ad:rna atac.h5ad:atac --out all.h5mu).",
-    )
-    fit.add_argument(
-        "input",
-        nargs="+",
-        help="a .h5mu (modalities rna / atac, or either alone), a .h5ad of one modality, or "
-        "a 10x Cell Ranger ARC filtered_feature_bc_matrix.h5. Append :rna or :atac to a "
-        ".h5ad to say its modality (guessed from 10x feature types or peak-like names "
-        "otherwise). Several inputs are combined into one MuData (scamort.combine), with "
-        "obs['dataset'] naming each file's cells",
-    )
-    fit.add_argument(
-        "--out",
-        default=None,
-        help="output file (.h5mu for MuData input, 10x input or several inputs; "
-        ".h5ad for AnnData input): the input plus obsm['X_scamort*'] (not with --backed)",
-    )
-    fit.add_argument(
-        "--backed",
-        action="store_true",
-        help="leave the counts on disk and stream them in chunks; the embeddings are "
-        "written into INPUT's obsm, chunk by chunk (for data larger than memory; one "
-        ".h5mu / .h5ad input)",
-    )
-    fit.add_argument(
-        "--dataset-covariate",
-        action="store_true",
-        help="with several inputs: use obs['dataset'] (which input a cell came from) as a "
-        "categorical covariate, beside --batch-key",
-    )
-    fit.add_argument("--devices", type=int, default=1, help="devices (GPUs or CPU processes)")
-    fit.add_argument("--strategy", default="auto", help='e.g. "ddp" with --devices > 1')
-    fit.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        metavar="DIR",
-        help="write DIR/last.ckpt every epoch (atomically)",
-    )
-    fit.add_argument(
-        "--resume", action="store_true", help="continue from DIR/last.ckpt when it exists"
-    )
-    fit.add_argument("--epochs", type=int, default=None, help="max epochs (default: by size)")
-    fit.add_argument(
-        "--no-early-stopping",
-        action="store_true",
-        help="train every epoch (default: stop once the held-out ELBO stops improving)",
-    )
-    fit.add_argument(
-        "--final-epochs",
-        type=_count,
-        default=None,
-        metavar="N",
-        help="after early stopping, N epochs of the encoders on every cell, held-out ones "
-        "included (default: a third of the epochs trained)",
-    )
-    fit.add_argument(
-        "--heldout-encoders",
-        action="store_true",
-        help="let the cells held out for early stopping train the encoders (not the "
-        "decoders) at every step: closer paired views, somewhat less modality mixing "
-        "(see docs/benchmarks.md)",
-    )
-    fit.add_argument("--batch-key", default=None, help="obs column with the batch")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    fit.add_argument("--save-model", default=None, metavar="DIR", help="also save the model")
-    fit.add_argument(
-        "--modality",
-        action="append",
-        default=[],
-        metavar="NAME=KIND[:LAYER]",
-        help="declare a modality of the MuData: its name, its kind of data (rna, atac: "
-        "scamort.kinds) and the layer with its raw counts (default .X); repeat for each. With any "
-        "declared, exactly those are fitted; without, every modality whose name says its "
-        "kind (rna, gex, atac, peaks, ...). For a single .h5ad: KIND[:LAYER] (same as "
-        "INPUT:KIND)",
-    )
-    fit.add_argument("--rna-key", default=None, help="same as --modality NAME=rna")
-    fit.add_argument("--atac-key", default=None, help="same as --modality NAME=atac")
-    fit.add_argument("--rna-layer", default=None, help="layer with raw RNA counts (default .X)")
-    fit.add_argument("--atac-layer", default=None, help="layer with raw ATAC counts")
-    fit.add_argument(
-        "--refine-steps",
-        type=int,
-        default=0,
-        metavar="K",
-        help="refine each cell's joint posterior by K steps; also writes "
-        "obs['elbo_amortized'] and obs['elbo_refined']",
-    )
-    fit.add_argument(
-        "--paired",
-        choices=["auto", "product", "average"],
-        default="auto",
-        help="how X_scamort embeds a paired cell: the product-of-experts posterior, or the "
-        "average of its single-modality posteriors (auto: average, product when refining)",
-    )
-    fit.add_argument(
-        "--no-prior",
-        action="store_true",
-        help="embed each cell by its modalities' experts alone, the N(0, I) prior left "
-        "out of the product (more modality mixing on some data; not with --refine-steps)",
-    )
-    fit.add_argument(
-        "--peak-sampling",
-        type=_peak_sampling,
-        default=None,
-        metavar="none|F",
-        help="score closed peaks during training on a fraction F (< 1) or number F (>= 1) "
-        "of the peak columns per minibatch (faster per epoch, lower integration quality "
-        "at equal epochs; see docs/speed.md); none (default): every peak",
-    )
-    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    demo = sub.add_parser("demo", help="end-to-end run on the bundled SNARE-seq data")
-    demo.add_argument("--out", default="scamort_demo", help="output folder")
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    demo.add_argument(
-        "--n-cells", type=int, default=None, help="subsample this many cells (quick runs)"
-    )
-    demo.add_argument(
-        "--gap-cells",
-        type=int,
-        default=60,
-        help="cells per modality status for the gap diagnostics (default 60)",
-    )
-    return p
 
 
 def _input(arg: str) -> tuple[str, str | None]:
@@ -334,8 +173,6 @@ def _with_peak_sampling(declared, peak_sampling):
 
 def fit(args) -> None:
     from ._io import write_atomic
-    from .kinds import Modality
-    from .model import SCAMORT
 
     _check_args(args)
     data, is_mudata = _load(args)
@@ -344,14 +181,29 @@ def fit(args) -> None:
         raise UsageError(
             f"--out must end in {expected} for {'a MuData' if is_mudata else 'an AnnData'}."
         )
-    covariates = ["dataset"] if args.dataset_covariate else None
+    model = _setup_and_train(data, is_mudata, args)
+    if model.global_rank != 0:  # other ranks of a distributed run write nothing
+        return
+    keys = _write_embeddings(model, data, is_mudata, args)
+    if not args.backed:
+        write_atomic(data, args.out)
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
+    print(f"wrote {args.input[0] if args.backed else args.out}: obsm {sorted(keys)}")
+
+
+def _setup_and_train(data, is_mudata: bool, args):
+    """The data registered as the arguments declare it, and a model trained on it."""
+    from .kinds import Modality
+    from .model import SCAMORT
+
     if is_mudata:
         source = args.input[0] if len(args.input) == 1 else "the combined inputs"
         SCAMORT.setup_mudata(
             data,
             modalities=_mudata_modalities(data, args, source),
             batch_key=args.batch_key,
-            categorical_covariate_keys=covariates,
+            categorical_covariate_keys=["dataset"] if args.dataset_covariate else None,
         )
     else:
         _, bare = _declared(args.modality)
@@ -359,7 +211,7 @@ def fit(args) -> None:
         declared = _with_peak_sampling(Modality(args.kind, layer), args.peak_sampling)
         SCAMORT.setup_anndata(data, modality=declared, batch_key=args.batch_key)
     model = SCAMORT(data, seed=args.seed)
-    model.train(
+    return model.train(
         max_epochs=args.epochs,
         early_stopping=False if args.no_early_stopping else "auto",
         final_epochs=args.final_epochs,
@@ -372,8 +224,11 @@ def fit(args) -> None:
         resume=args.resume,
         heldout_encoders=args.heldout_encoders,
     )
-    if model.global_rank != 0:  # other ranks of a distributed run write nothing
-        return
+
+
+def _write_embeddings(model, data, is_mudata: bool, args) -> dict:
+    """The joint embedding (and, for a MuData, each modality's) in ``data.obsm``, or in
+    the file of backed data; returns the obsm keys written, with their modalities."""
     keys = {"X_scamort": "joint"}
     if is_mudata:
         keys.update({f"X_scamort_{m}": m for m in model.spec.modalities})
@@ -389,20 +244,15 @@ def fit(args) -> None:
         del todo["X_scamort"]
     # backed input: written into the file chunk by chunk; otherwise into data.obsm
     for key, m in todo.items():
-        steps = args.refine_steps if m == "joint" else 0
         model.write_latent_representation(
             key,
             modality=m,
-            refine_steps=steps,
+            refine_steps=args.refine_steps if m == "joint" else 0,
             seed=args.seed,
             paired=args.paired if m == "joint" else "auto",
             prior=not args.no_prior,
         )
-    if not args.backed:
-        write_atomic(data, args.out)
-    if args.save_model:
-        model.save(args.save_model, overwrite=True)
-    print(f"wrote {args.input[0] if args.backed else args.out}: obsm {sorted(keys)}")
+    return keys
 
 
 def main(argv: list[str] | None = None) -> int:
