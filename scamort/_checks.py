@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import numpy as np
 
 
@@ -16,3 +18,17 @@ def check_weight(name: str, value) -> None:
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not (real and value >= 0):
         raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
+
+def with_fields(cls, options, given: dict, caller: str, note: str = ""):
+    """``options`` (an instance of the dataclass ``cls``, or None: its defaults) with the
+    fields in ``given`` set; a name that is not a field is a TypeError listing them."""
+    base = cls() if options is None else options
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got an unexpected option {unknown[0]!r}; its options are its "
+            f"arguments and the fields of {cls.__name__}: {valid}{note}."
+        )
+    return replace(base, **given) if given else base

@@ -3,12 +3,12 @@ resolution of their ``"auto"`` values from the registered cells."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
-from .._checks import check_option
+from .._checks import check_option, with_fields
 from ..data.cells import batches_without_paired
 from ..nn.covariates import batch_codes
 
@@ -115,16 +115,8 @@ class ModelOptions:
     @classmethod
     def build(cls, options: ModelOptions | None, given: dict) -> ModelOptions:
         """``options`` (or the defaults) with the fields in ``given`` set."""
-        base = cls() if options is None else options
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(given) - set(valid))
-        if unknown:
-            raise TypeError(
-                f"SCAMORT() got an unexpected option {unknown[0]!r}; its options are its "
-                f"arguments and the fields of ModelOptions: {valid} (a modality's "
-                "likelihood and options are declared with scamort.Modality)."
-            )
-        return replace(base, **given) if given else base
+        note = " (a modality's likelihood and options are declared with scamort.Modality)"
+        return with_fields(cls, options, given, "SCAMORT", note)
 
     def resolved(self, mask: np.ndarray, cov: np.ndarray, unreadable: bool) -> ModelOptions:
         """The options with ``"auto"`` resolved for cells with modality mask ``mask`` and

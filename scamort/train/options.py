@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from .._checks import with_fields
 
 Placement = Literal["auto", "device", "host"]
 
@@ -119,12 +121,4 @@ class TrainingOptions:
     @classmethod
     def build(cls, options: TrainingOptions | None, given: dict) -> TrainingOptions:
         """``options`` (or the defaults) with the fields in ``given`` set."""
-        base = cls() if options is None else options
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(given) - set(valid))
-        if unknown:
-            raise TypeError(
-                f"train() got an unexpected option {unknown[0]!r}; its options are its "
-                f"arguments and the fields of TrainingOptions: {valid}."
-            )
-        return replace(base, **given) if given else base
+        return with_fields(cls, options, given, "train")
