@@ -128,7 +128,7 @@ def _mudata_modalities(data, args, source: str) -> dict:
     """The modalities of the MuData to fit, as declared (``--modality``; the old
     ``--rna-key`` / ``--atac-key``), or every one whose name says its kind; with the
     layer flags and ``--peak-sampling`` applied."""
-    from .kinds import Modality, kind_named
+    from .kinds import KINDS, Modality, kind_named
     from .readers import ReadError
 
     have = list(data.mod)
@@ -154,7 +154,8 @@ def _mudata_modalities(data, args, source: str) -> dict:
                 source,
                 f"cannot tell the kind of data of modality {unknown[0]!r} from its name (it "
                 f"has {have}); declare the modalities to fit, e.g. --modality "
-                f"{unknown[0]}=rna (only the declared ones are then fitted).",
+                f"{unknown[0]}=KIND with KIND one of {sorted(KINDS)} (only the declared "
+                "ones are then fitted).",
             )
     layers = {"rna": args.rna_layer, "atac": args.atac_layer}
     out = {}

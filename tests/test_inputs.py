@@ -102,7 +102,8 @@ def test_missing_modalities_are_listed(tiny_mdata, tmp_path, capsys):
     md.MuData({"protein": tiny_mdata["rna"].copy()}).write_h5mu(src)
     assert main(["fit", str(src), "--out", str(tmp_path / "o.h5mu"), *FIT]) == 2
     err = capsys.readouterr().err
-    assert f"cannot read {src}: it has no modality 'rna' or 'atac' (it has ['protein'])" in err
+    assert f"cannot read {src}: cannot tell the kind of data of modality 'protein'" in err
+    assert "--modality protein=KIND with KIND one of ['atac', 'rna']" in err
     tiny_mdata.write_h5mu(src)
     assert main(["fit", str(src), "--rna-key", "gex", "--out", str(tmp_path / "o.h5mu")]) == 2
     assert "it has no modality 'gex' (it has ['rna', 'atac'])" in capsys.readouterr().err

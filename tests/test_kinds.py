@@ -180,7 +180,7 @@ def test_cli_declares_modalities_by_name(tiny_mdata, tmp_path, capsys):
     data.write_h5mu(src)
     base = ["fit", str(src), "--out", str(out), "--epochs", "1", "--no-progress"]
     assert main(base) == 2
-    assert "declare the modalities to fit, e.g. --modality assay1=rna" in capsys.readouterr().err
+    assert "declare the modalities to fit, e.g. --modality assay1=KIND" in capsys.readouterr().err
     assert main([*base, "--modality", "assay1=rna:raw", "--modality", "assay2=atac"]) == 0
     result = md.read_h5mu(out)
     assert {"X_scamort", "X_scamort_assay1", "X_scamort_assay2"} <= set(result.obsm)

@@ -118,9 +118,9 @@ def _by_name(mdata: MuData) -> dict[str, str]:
         known = {k.name: sorted(k.names) for k in KINDS.values()}
         raise DataError(
             f"cannot tell the kind of data of modality {unknown[0]!r} from its name "
-            f"(scamort recognises {known}). Declare the modalities to fit: "
-            f"setup_mudata(mdata, modalities={{{unknown[0]!r}: 'rna', ...}}) with each "
-            "name's kind, leaving out those not to fit."
+            f"(scamort recognises {known}). Declare the modalities to fit, each with its "
+            f"kind (one of {sorted(KINDS)}): setup_mudata(mdata, modalities="
+            f"{{{unknown[0]!r}: 'rna', ...}}), leaving out those not to fit."
         )
     return kinds
 
