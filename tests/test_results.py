@@ -8,6 +8,7 @@ from test_model import MIN_ARI
 
 import scamort
 from scamort.metrics import leiden_sweep
+from scamort.model.latent import Embedding, _refine_unpaired, _refinement
 from scamort.module import elbo, refine
 from scamort.module.refine import kl_to_prior
 
@@ -174,9 +175,8 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
     with torch.no_grad():
         q = trained._inference.posterior(batch, "joint", "average")
     names = sim_mdata.obs_names[:300]
-    loc, scale = trained._refine_unpaired(
-        batch, "joint", q.loc, q.scale, 20, 0.05, 1, None, names, 0
-    )
+    how = Embedding(paired="average", steps=20, refine_cells="unpaired")
+    loc, scale = _refine_unpaired(trained._inference, batch, q.loc, q.scale, names, how)
     rows = np.flatnonzero(alone[:300])
     log_lik = trained._inference.log_lik(batch, "joint", rows)
     with torch.no_grad():
@@ -205,7 +205,9 @@ def test_refining_the_unpaired_cells_alone(trained, sim_mdata):
 
 
 def test_default_refinement_follows_the_options(trained):
-    resolve = trained._refinement
+    def resolve(steps, cells, return_elbo, prior):
+        return _refinement(trained._inference, steps, cells, return_elbo, prior)
+
     # every batch has paired cells: no separate experiment to refine
     assert resolve("auto", "auto", False, True) == (0, "separate")
     assert resolve("auto", "unpaired", False, True) == (20, "unpaired")
