@@ -10,9 +10,12 @@ import numpy as np
 
 
 def fit_scamort(split, epochs: int, seed: int, **kw):
+    """scamort on ``split``; ``kw``: ``model`` (SCAMORT's options), ``modalities`` (each
+    modality's options, ``{"atac": {"peak_sampling": 2048}}``), ``train``, ``latent``."""
     import scamort
 
-    scamort.SCAMORT.setup_mudata(split, batch_key="batch")
+    declared = {m: scamort.Modality(m, **kw.get("modalities", {}).get(m, {})) for m in split.mod}
+    scamort.SCAMORT.setup_mudata(split, declared, batch_key="batch")
     model = scamort.SCAMORT(split, seed=seed, **kw.get("model", {}))
     train = {"max_epochs": epochs, **kw.get("train", {})}  # "max_epochs": null: its default
     t = time.perf_counter()

@@ -214,13 +214,14 @@ def train_rate(mdata, steps: tuple[int, int], precision: str, elbo_cells: int, *
 
     import scamort
 
-    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+    atac = scamort.Modality("atac", **options)  # peak_sampling
+    scamort.SCAMORT.setup_mudata(mdata, {"rna": "rna", "atac": atac}, batch_key="batch")
     gpu = torch.cuda.is_available()
     seconds, model = [], None
     for n in steps:
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        model = scamort.SCAMORT(mdata, **options)
+        model = scamort.SCAMORT(mdata)
         t = time.perf_counter()
         model.train(
             max_epochs=10_000, max_steps=n, batch_size=BATCH, precision=precision,

@@ -82,7 +82,8 @@ def run_job(
     and, where it has them, ``rna`` and ``atac``) are also saved as ``latents`` (.npz)."""
     bench_process()
     full, split, label_key = load(dataset, seed)
-    fit_options = {k: v for k, v in options.items() if k in ("model", "train", "latent", "multivi")}
+    kinds = ("model", "modalities", "train", "latent", "multivi")
+    fit_options = {k: v for k, v in options.items() if k in kinds}
     truth = true_latent(full, split)
     if method == "truth":
         row = {"dataset": dataset, "method": method, "seed": seed, "epochs": 0}

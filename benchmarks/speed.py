@@ -153,8 +153,9 @@ def _scamort(mdata, epochs: int, refine_cells: int, **options) -> dict:
     import scamort
     from scamort.model.training import default_epochs
 
-    scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
-    model = scamort.SCAMORT(mdata, **options)
+    atac = scamort.Modality("atac", **options)  # peak_sampling
+    scamort.SCAMORT.setup_mudata(mdata, {"rna": "rna", "atac": atac}, batch_key="batch")
+    model = scamort.SCAMORT(mdata)
     t = time.perf_counter()
     model.train(max_epochs=epochs, early_stopping=False, progress_bar=False)
     out = {"train (s)": time.perf_counter() - t}

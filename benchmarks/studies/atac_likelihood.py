@@ -32,9 +32,10 @@ def main():
     for seed in args.seeds:
         pick = np.sort(np.random.default_rng(seed).choice(full.n_obs, args.n_cells, replace=False))
         mdata = scamort.datasets.unpair(full[pick].copy(), seed=seed)
-        scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
         for likelihood in ("bernoulli", "poisson"):
-            model = scamort.SCAMORT(mdata, atac_likelihood=likelihood, seed=seed)
+            atac = scamort.Modality("atac", likelihood=likelihood)
+            scamort.SCAMORT.setup_mudata(mdata, {"rna": "rna", "atac": atac}, batch_key="batch")
+            model = scamort.SCAMORT(mdata, seed=seed)
             t = time.perf_counter()
             model.train(max_epochs=args.epochs, seed=seed, progress_bar=False)
             row = {

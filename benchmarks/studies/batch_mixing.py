@@ -38,7 +38,8 @@ Rows go to ``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` 
 ``docs/benchmarks.md`` are rewritten from all rows (``--report`` does only that).
 
     python benchmarks/studies/batch_mixing.py --dataset snare_thirds --multivi-epochs 150
-    python benchmarks/studies/batch_mixing.py --dataset sim10k --scamort-epochs 20 --multivi-epochs 20
+    python benchmarks/studies/batch_mixing.py --dataset sim10k --scamort-epochs 20 \
+        --multivi-epochs 20
     python benchmarks/studies/batch_mixing.py --dataset snare_libraries --multivi-epochs 150 \
         --multivi-tag "library batch, no modality covariate, every cell trained on" \
         --multivi-options '{"multivi": {"modality_covariate": false},

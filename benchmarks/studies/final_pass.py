@@ -1,6 +1,7 @@
 """Variants of the final pass after early stopping, from one early-stopped fit.
 
-    python benchmarks/studies/final_pass.py --datasets snare_libraries sim_experiments sim10k --seed 0
+    python benchmarks/studies/final_pass.py --datasets snare_libraries sim_experiments sim10k \
+        --seed 0
 
 One default fit with ``final_epochs=0`` per data set; its weights are kept, and each
 variant starts again from them: ``train()`` on every cell (no held-out cells, no
