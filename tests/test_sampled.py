@@ -10,7 +10,7 @@ import scamort
 from scamort.kinds.atac import BernoulliDecoder
 from scamort.likelihoods import peak_bernoulli_log_lik
 from scamort.likelihoods.sampled import sampled_peak_bernoulli_log_lik
-from scamort.nn import SparseRows
+from scamort.nn import DecoderShape, SparseRows
 
 N, P, D = 6, 300, 5
 
@@ -27,7 +27,7 @@ def _peaks(seed=0):
 
 def _decoder(k):
     torch.manual_seed(0)
-    dec = BernoulliDecoder(D, P, 0, 16, 1, 0.0, n_sampled=k)
+    dec = BernoulliDecoder(DecoderShape(D, P, 0, 16, 1, 0.0), n_sampled=k)
     with torch.no_grad():
         dec.region_logit.normal_(0.0, 1.0)
         dec.out.bias.add_(-2.0)

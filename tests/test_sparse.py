@@ -10,7 +10,7 @@ import scamort
 from scamort.data import CellTensors, make_loader, resolve_placement
 from scamort.kinds.atac import PoissonDecoder
 from scamort.likelihoods import bernoulli, log_bernoulli, log_poisson, peak_bernoulli_log_lik
-from scamort.nn import SparseRows
+from scamort.nn import DecoderShape, SparseRows
 
 rng = np.random.default_rng(0)
 X = sp.random(40, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
@@ -87,7 +87,7 @@ def test_fused_bernoulli_ignores_explicit_zeros():
 
 def test_sparse_poisson_matches_dense():
     torch.manual_seed(0)
-    dec = PoissonDecoder(4, 30, 2, 8, 1, 0.0)
+    dec = PoissonDecoder(DecoderShape(4, 30, 2, 8, 1, 0.0))
     z, cov = torch.randn(40, 4), F.one_hot(torch.randint(0, 2, (40,)), 2).float()
     rows = SparseRows.from_scipy(X)
     log_size = dec.log_size(rows)

@@ -8,6 +8,7 @@ import pytest
 import scamort
 from scamort.kinds.atac import BernoulliDecoder, PoissonDecoder
 from scamort.kinds.rna import NBDecoder
+from scamort.nn import DecoderShape
 
 
 def test_kl_warmup_ends_within_max_steps(tiny_mdata):
@@ -71,12 +72,13 @@ def test_a_second_train_extends_the_history(tiny_mdata):
 
 
 def test_decoders_refuse_options_they_do_not_have():
+    shape = DecoderShape(4, 10, 1, 8, 1, 0.0)
     with pytest.raises(TypeError, match="cell_factor_hidden"):
-        NBDecoder(4, 10, 1, 8, 1, 0.0, cell_factor_hidden=3)
+        NBDecoder(shape, cell_factor_hidden=3)
     with pytest.raises(TypeError, match="zero_inflated"):
-        PoissonDecoder(4, 10, 1, 8, 1, 0.0, zero_inflated=True)
+        PoissonDecoder(shape, zero_inflated=True)
     with pytest.raises(TypeError, match="n_dispersion_groups"):
-        BernoulliDecoder(4, 10, 1, 8, 1, 0.0, n_dispersion_groups=2)
+        BernoulliDecoder(shape, n_dispersion_groups=2)
 
 
 def test_load_leaves_the_datas_registration_alone(tiny_mdata, tmp_path):

@@ -81,27 +81,20 @@ class BernoulliDecoder(Decoder):
 
     def __init__(
         self,
-        n_latent,
-        n_features,
-        n_cov,
-        n_hidden,
-        n_layers,
-        dropout,
+        shape: DecoderShape,
         *,
         cell_factor_hidden: int | None = None,
         n_sampled: int | None = None,
-        output_covariates: bool = False,
     ):
-        super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
-        )
+        super().__init__(shape)
+        n_features, dropout = shape.n_features, shape.dropout
         # Training scores the closed peaks on n_sampled random columns (unbiased; see
         # likelihoods/sampled.py); evaluation mode is always exact.
         self.n_sampled = n_sampled if n_sampled is not None and n_sampled < n_features else None
         self.region_logit = nn.Parameter(torch.zeros(n_features))
         # The cell factor c_n is read off the cell's own peaks (PeakVI's l-encoder), by a
         # network of one hidden layer of width cell_factor_hidden (default n_hidden).
-        width = cell_factor_hidden or n_hidden
+        width = cell_factor_hidden or shape.n_hidden
         self.cell_factor_body = MLP(n_features, 0, width, 1, dropout, sparse_input=True)
         self.cell_factor = nn.Linear(width, 1)
         self._binarize = Binarize()
@@ -155,15 +148,12 @@ class PoissonDecoder(Decoder):
 
 
 def decoder(options: ATACOptions, shape: DecoderShape) -> Decoder:
-    args = (shape.n_latent, shape.n_features, shape.n_cov, shape.n_hidden, shape.n_layers)
     if options.likelihood == "poisson":
-        return PoissonDecoder(*args, shape.dropout, output_covariates=shape.output_covariates)
+        return PoissonDecoder(shape)
     return BernoulliDecoder(
-        *args,
-        shape.dropout,
+        shape,
         cell_factor_hidden=options.cell_factor_hidden,
         n_sampled=sampled_columns(options.peak_sampling, shape.n_features),
-        output_covariates=shape.output_covariates,
     )
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from torch import nn
 
 from .._checks import check_option
-from ..nn.decoders import Decoder
+from ..nn.decoders import Decoder, DecoderShape
 
 
 @dataclass(frozen=True)
@@ -29,20 +29,6 @@ class KindOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
-
-
-@dataclass(frozen=True)
-class DecoderShape:
-    """Everything a decoder takes from the model's configuration."""
-
-    n_latent: int
-    n_features: int
-    n_cov: int  # width of the one-hot covariates
-    n_hidden: int
-    n_layers: int
-    dropout: float
-    output_covariates: bool
-    n_batches: int
 
 
 @dataclass(frozen=True)

@@ -39,23 +39,11 @@ class NBDecoder(Decoder):
     """x_ng ~ NB(l_n * softmax(f(z, s))_g, theta_g), optionally zero-inflated."""
 
     def __init__(
-        self,
-        n_latent,
-        n_features,
-        n_cov,
-        n_hidden,
-        n_layers,
-        dropout,
-        *,
-        zero_inflated: bool = False,
-        n_dispersion_groups: int = 1,
-        output_covariates: bool = False,
+        self, shape: DecoderShape, *, zero_inflated: bool = False, n_dispersion_groups: int = 1
     ):
-        super().__init__(
-            n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates
-        )
-        self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, n_features))
-        self.zi = nn.Linear(self.body.n_out, n_features) if zero_inflated else None
+        super().__init__(shape)
+        self.log_theta = nn.Parameter(torch.zeros(n_dispersion_groups, shape.n_features))
+        self.zi = nn.Linear(self.body.n_out, shape.n_features) if zero_inflated else None
 
     def log_size(self, x: torch.Tensor) -> torch.Tensor:
         return log_library(x)
@@ -75,15 +63,9 @@ class NBDecoder(Decoder):
 
 def decoder(options: RNAOptions, shape: DecoderShape) -> NBDecoder:
     return NBDecoder(
-        shape.n_latent,
-        shape.n_features,
-        shape.n_cov,
-        shape.n_hidden,
-        shape.n_layers,
-        shape.dropout,
+        shape,
         zero_inflated=options.likelihood == "zinb",
         n_dispersion_groups=shape.n_batches if options.dispersion == "gene-batch" else 1,
-        output_covariates=shape.output_covariates,
     )
 
 

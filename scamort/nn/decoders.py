@@ -12,6 +12,8 @@ and what it scores (``observed``, ``binary_observations``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -25,6 +27,20 @@ def log_library(x: SparseRows) -> torch.Tensor:
     return torch.log(x.row_sums().clamp(min=1.0))[:, None]
 
 
+@dataclass(frozen=True)
+class DecoderShape:
+    """Everything a decoder takes from the model's configuration."""
+
+    n_latent: int
+    n_features: int
+    n_cov: int  # width of the one-hot covariates
+    n_hidden: int
+    n_layers: int
+    dropout: float
+    output_covariates: bool = False
+    n_batches: int = 1
+
+
 class Decoder(nn.Module):
     """An MLP body on (z, covariates) and an output layer with one value per feature."""
 
@@ -33,19 +49,17 @@ class Decoder(nn.Module):
     # whether the likelihood scores presence (x > 0) rather than the counts
     binary_observations = False
 
-    def __init__(
-        self, n_latent, n_features, n_cov, n_hidden, n_layers, dropout, output_covariates=False
-    ):
+    def __init__(self, shape: DecoderShape):
         super().__init__()
-        self.body = MLP(n_latent, n_cov, n_hidden, n_layers, dropout)
-        self.out = nn.Linear(self.body.n_out, n_features)
+        self.body = MLP(shape.n_latent, shape.n_cov, shape.n_hidden, shape.n_layers, shape.dropout)
+        self.out = nn.Linear(self.body.n_out, shape.n_features)
         # The covariates also enter the output layer: a per-feature offset of every
         # category on the output scale (logits), so an additive batch effect of each
         # feature is modelled exactly, not through the hidden layer's nonlinearity.
         # Starts at zero (no batch effect).
         self.out_cov = None
-        if output_covariates and n_cov:
-            self.out_cov = nn.Linear(n_cov, n_features, bias=False)
+        if shape.output_covariates and shape.n_cov:
+            self.out_cov = nn.Linear(shape.n_cov, shape.n_features, bias=False)
             nn.init.zeros_(self.out_cov.weight)
 
     def logits(self, h: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
