@@ -93,13 +93,7 @@ def combine(
         for kind, adata in _split(name, data, kinds.get(name)).items():
             parts[kind][name] = adata
         tables[name] = _cell_table(data)
-    names = pd.DataFrame(
-        {
-            "cell": np.concatenate([t.index.astype(str) for t in tables.values()]),
-            "dataset": np.repeat(list(tables), [len(t) for t in tables.values()]),
-        }
-    )
-    clash = bool(names.drop_duplicates()["cell"].duplicated().any())
+    clash = _names_clash(tables)
     suffix = (lambda name: f"-{name}") if clash else (lambda name: "")
     mods, dropped = {}, {}
     for kind, pieces in parts.items():
@@ -119,7 +113,7 @@ def combine(
             mods[out_names[kind]].obs[dataset_key], categories=list(named)
         )
     if not mods:
-        raise DataError("no experiment holds RNA or ATAC counts.")
+        raise DataError(f"no experiment holds counts of a kind scamort models ({sorted(KINDS)}).")
     obs = pd.concat(
         [
             t.drop(columns=dataset_key, errors="ignore")
@@ -134,18 +128,34 @@ def combine(
         out = md.MuData(mods)
     out.obs = obs.loc[out.obs_names].copy()
     if dropped:
-        said = "; ".join(
-            f"{out_names[k]}: kept {mods[out_names[k]].n_vars} shared features, dropped "
-            + ", ".join(f"{v} of {n!r}" for n, v in d.items())
-            for k, d in dropped.items()
-        )
-        warnings.warn(f"combine: features not measured in every experiment: {said}.", stacklevel=2)
+        _warn_dropped(dropped, {k: mods[out_names[k]].n_vars for k in dropped}, out_names)
     out.uns["scamort_combine"] = {
         "datasets": list(named),
         "renamed_cells": clash,
         "dropped_features": dropped,
     }
     return out
+
+
+def _names_clash(tables: dict[str, pd.DataFrame]) -> bool:
+    """Whether a cell name occurs in two experiments."""
+    cells = pd.DataFrame(
+        {
+            "cell": np.concatenate([t.index.astype(str) for t in tables.values()]),
+            "dataset": np.repeat(list(tables), [len(t) for t in tables.values()]),
+        }
+    )
+    return bool(cells.drop_duplicates()["cell"].duplicated().any())
+
+
+def _warn_dropped(dropped: dict, kept: dict, out_names: dict) -> None:
+    """One warning: per kind, the features kept and those each experiment lost."""
+    said = "; ".join(
+        f"{out_names[k]}: kept {kept[k]} shared features, dropped "
+        + ", ".join(f"{v} of {n!r}" for n, v in d.items())
+        for k, d in dropped.items()
+    )
+    warnings.warn(f"combine: features not measured in every experiment: {said}.", stacklevel=3)
 
 
 def _named(experiments) -> dict[str, md.MuData | ad.AnnData]:
