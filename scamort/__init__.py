@@ -4,7 +4,7 @@ their modalities (RNA, ATAC), with semi-amortized inference."""
 __version__ = "0.2.0"
 
 from . import datasets, gaps, kinds, metrics  # noqa: E402
-from .data import DataError, EmptyFeaturesWarning  # noqa: E402
+from .data import DataError, DataWarning, EmptyFeaturesWarning  # noqa: E402
 from .experiments import combine  # noqa: E402
 from .kinds import Modality  # noqa: E402
 from .model import SCAMORT, ModelOptions  # noqa: E402
@@ -18,6 +18,7 @@ __all__ = [
     "TrainingOptions",
     "kinds",
     "DataError",
+    "DataWarning",
     "EmptyFeaturesWarning",
     "ReadError",
     "__version__",

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ._cli_args import UsageError, _parser
+from ._cli_outputs import check_outputs
 
 _PACKAGE = str(Path(__file__).resolve().parent)
 
@@ -176,6 +177,7 @@ def fit(args) -> None:
     from ._io import write_atomic
 
     _check_args(args)
+    check_outputs(args)  # before anything is read or trained
     data, is_mudata = _load(args)
     expected = ".h5mu" if is_mudata else ".h5ad"
     if args.out is not None and Path(args.out).suffix != expected:
@@ -211,9 +213,11 @@ def _setup_and_train(data, is_mudata: bool, args):
         layer = (bare[0][1] if bare else None) or getattr(args, f"{args.kind}_layer", None)
         declared = _with_peak_sampling(Modality(args.kind, layer), args.peak_sampling)
         SCAMORT.setup_anndata(data, modality=declared, batch_key=args.batch_key)
-    model = SCAMORT(data, seed=args.seed)
+    model = SCAMORT(data, n_latent=args.n_latent, seed=args.seed)
     return model.train(
         max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
         early_stopping=False if args.no_early_stopping else "auto",
         final_epochs=args.final_epochs,
         accelerator=args.accelerator,
@@ -260,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import warnings
 
-    from .data import DataError, EmptyFeaturesWarning
+    from .data import DataError, DataWarning, EmptyFeaturesWarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         # the package's own warnings as one line, like its errors
-        if issubclass(category, EmptyFeaturesWarning) or filename.startswith(_PACKAGE):
+        ours = issubclass(category, (EmptyFeaturesWarning, DataWarning))
+        if ours or filename.startswith(_PACKAGE):
             print(f"scamort {args.command}: warning: {message}", file=sys.stderr)
         else:
             default_show(message, category, filename, lineno, file, line)

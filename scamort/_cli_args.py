@@ -21,6 +21,22 @@ def _peak_sampling(value: str):
     return number
 
 
+def _positive(kind):
+    """An argument type: a number of ``kind`` (int or float) above 0."""
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if not number > 0:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} > 0, got {value!r}")
+        return number
+
+    return parse
+
+
 def _count(value: str) -> int:
     try:
         number = int(value)
@@ -111,7 +127,17 @@ def _data_arguments(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("--rna-layer", default=None, help="layer with raw RNA counts (default .X)")
     fit.add_argument("--atac-layer", default=None, help="layer with raw ATAC counts")
     fit.add_argument("--batch-key", default=None, help="obs column with the batch")
-    fit.add_argument("--save-model", default=None, metavar="DIR", help="also save the model")
+    fit.add_argument(
+        "--save-model",
+        default=None,
+        metavar="DIR",
+        help="also save the model in DIR (new, empty, or holding a saved model with --overwrite)",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out replace an input file, and --save-model replace a saved model",
+    )
 
 
 def _training_arguments(fit: argparse.ArgumentParser) -> None:
@@ -129,7 +155,23 @@ def _training_arguments(fit: argparse.ArgumentParser) -> None:
     fit.add_argument(
         "--resume", action="store_true", help="continue from DIR/last.ckpt when it exists"
     )
-    fit.add_argument("--epochs", type=int, default=None, help="max epochs (default: by size)")
+    fit.add_argument(
+        "--epochs",
+        "--max-epochs",
+        dest="epochs",
+        type=_positive(int),
+        default=None,
+        help="max epochs (default: by size; early stopping usually ends training sooner)",
+    )
+    fit.add_argument(
+        "--n-latent", type=_positive(int), default=20, help="latent dimension (default 20)"
+    )
+    fit.add_argument(
+        "--batch-size", type=_positive(int), default=512, help="cells per minibatch (default 512)"
+    )
+    fit.add_argument(
+        "--lr", type=_positive(float), default=1e-3, help="learning rate (default 0.001)"
+    )
     fit.add_argument(
         "--no-early-stopping",
         action="store_true",

@@ -1,5 +1,6 @@
 """The data layer: the only place that touches AnnData / MuData."""
 
+from .errors import DataWarning
 from .loaders import CellTensors, make_loader, resolve_placement
 from .setup import CellData, DataError, DataSpec, EmptyFeaturesWarning, register, to_cell_data
 
@@ -8,6 +9,7 @@ __all__ = [
     "CellTensors",
     "DataError",
     "DataSpec",
+    "DataWarning",
     "EmptyFeaturesWarning",
     "make_loader",
     "register",

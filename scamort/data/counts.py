@@ -14,12 +14,19 @@ from .errors import DataError
 
 
 def as_counts(X, where: str) -> sp.csr_matrix:
-    """Checked float32 CSR counts (a private copy only where the input is not canonical)."""
+    """Checked float32 CSR counts without stored zeros (a private copy only where the
+    input is not canonical or stores zeros; the user's matrix is never changed).
+
+    A stored zero is no count: a cell whose stored entries are all zeros has no counts,
+    and a feature stored as zero in a cell is not counted as measured there."""
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     _check_values(np.asarray(X.data), where)
-    X = sp.csr_matrix(X, dtype=np.float32, copy=not X.has_canonical_format)
+    zeros = bool((np.asarray(X.data) == 0).any())
+    X = sp.csr_matrix(X, dtype=np.float32, copy=zeros or not X.has_canonical_format)
     if not X.has_canonical_format:  # a private copy: duplicate entries summed, sorted
         X.sum_duplicates()
+    if zeros:  # a private copy
+        X.eliminate_zeros()
     return X
 
 

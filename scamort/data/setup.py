@@ -17,10 +17,11 @@ from anndata import AnnData
 from mudata import MuData
 
 from ..kinds import Modality
+from ..nn.covariates import BATCH
 from .backed import BackedCells, check_backed_matrix, is_backed_matrix
 from .cells import CellData
 from .counts import align_rows, as_counts, check_cells_have_counts
-from .errors import DataError, EmptyFeaturesWarning
+from .errors import DataError, DataWarning, EmptyFeaturesWarning
 
 Data = AnnData | MuData
 
@@ -199,7 +200,32 @@ def register(
     )
     cell_data = to_cell_data(data, spec, chunk_size)
     warn_empty_features(spec, cell_data)
+    warn_unlikely_design(spec, cell_data)
     return spec, cell_data
+
+
+def warn_unlikely_design(spec: DataSpec, cells) -> None:
+    """A :class:`DataWarning` for what is legal but most likely a mistake: a batch key
+    with about one category per cell (a barcode or cell name, not a batch), and several
+    modalities that share no cell (paired cells whose names differ between modalities)."""
+    n_batches, n = spec.n_categories[BATCH], cells.n_cells
+    if spec.batch_key is not None and n >= 20 and n_batches > n / 2:
+        warnings.warn(
+            f"obs[{spec.batch_key!r}] has {n_batches} categories for {n} cells: a batch key "
+            "groups cells by sample or library, and this one looks like a cell identifier. "
+            "Check batch_key.",
+            DataWarning,
+            stacklevel=5,
+        )
+    if len(spec.modalities) > 1 and not cells.mask.all(1).any():
+        warnings.warn(
+            f"no cell is in every modality ({list(spec.modalities)}): nothing pairs them, so "
+            "their cells are placed together only as far as the model can tell unaided. If "
+            "the cells were measured together, make their names match across modalities "
+            "(barcode suffixes such as '-1' often differ), then call mdata.update().",
+            DataWarning,
+            stacklevel=5,
+        )
 
 
 def empty_features(spec: DataSpec, cells) -> dict[str, np.ndarray]:

@@ -1,0 +1,130 @@
+"""Faults that must lose nothing: stored zeros are no counts, the CLI's outputs are checked
+before training and never replace the user's files unasked, and designs that are legal
+but likely mistakes are said."""
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import assert_same, fingerprint
+
+import scamort
+from scamort import SCAMORT, DataError, DataWarning
+from scamort._cli import main
+
+FIT = ["--epochs", "1", "--no-progress"]
+
+
+def _with_stored_zeros(mdata, cell: int):
+    """A copy in which the RNA row of ``cell`` and the column of gene 0 are stored entries
+    that are all zeros."""
+    out = mdata.copy()
+    counts = out["rna"].X.toarray()
+    stored = counts > 0
+    stored[:, 0] = True
+    stored[cell, :5] = True
+    counts[:, 0] = 0
+    counts[cell] = 0
+    rows, cols = np.nonzero(stored)
+    out["rna"].X = sp.csr_matrix((counts[rows, cols], (rows, cols)), shape=counts.shape)
+    return out
+
+
+def test_stored_zeros_are_no_counts_and_the_data_is_left_alone(tiny_mdata):
+    rna_only = np.flatnonzero(~tiny_mdata.obs_names.isin(tiny_mdata["atac"].obs_names))
+    name = tiny_mdata.obs_names[rna_only[0]]
+    cell = int(np.flatnonzero(tiny_mdata["rna"].obs_names == name)[0])
+    data = _with_stored_zeros(tiny_mdata, cell)
+    X = data["rna"].X
+    assert (np.diff(X.indptr)[cell] > 0) and X[cell].sum() == 0  # entries stored, all zero
+    before = fingerprint(data)
+    with pytest.raises(DataError, match=rf"zero counts in every modality.*{name}"):
+        SCAMORT.setup_mudata(data, batch_key="batch")
+    assert_same(before, fingerprint(data))
+    keep = data[data.obs_names != name].copy()
+    with pytest.warns(scamort.EmptyFeaturesWarning, match="gene_0|of modality 'rna'"):
+        SCAMORT.setup_mudata(keep, batch_key="batch")
+    registered = scamort.model.registry.registered(keep)[1]
+    assert registered.cells_per_feature("rna")[0] == 0  # stored zeros are not measurements
+    assert (registered.x["rna"].data > 0).all()
+
+
+def test_a_batch_key_with_one_category_per_cell_is_said(tiny_mdata):
+    data = tiny_mdata.copy()
+    data.obs["barcode"] = data.obs_names
+    with pytest.warns(DataWarning, match="looks like a cell identifier"):
+        SCAMORT.setup_mudata(data, batch_key="barcode")
+
+
+def test_modalities_without_a_shared_cell_are_said(tiny_mdata):
+    rna, atac = tiny_mdata["rna"].copy(), tiny_mdata["atac"].copy()
+    atac.obs_names = [f"{n}-1" for n in atac.obs_names]  # a suffix the RNA names lack
+    data = md.MuData({"rna": rna, "atac": atac})
+    data.obs["batch"] = np.concatenate([rna.obs["batch"], atac.obs["batch"]])
+    with pytest.warns(DataWarning, match="no cell is in every modality"):
+        SCAMORT.setup_mudata(data, batch_key="batch")
+
+
+def _no_training(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("trained before the outputs were checked")
+
+    monkeypatch.setattr(scamort.SCAMORT, "train", fail)
+
+
+@pytest.mark.parametrize(
+    "where,message",
+    [
+        ("file_parent", "is a file, not a folder"),
+        ("folder", "is a folder; name a file in it"),
+        ("input", "is an input: writing it would replace your data"),
+    ],
+)
+def test_out_is_checked_before_training(tiny_mdata, tmp_path, capsys, monkeypatch, where, message):
+    src = tmp_path / "in.h5mu"
+    tiny_mdata.write_h5mu(src)
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "a_folder").mkdir()
+    out = {
+        "file_parent": tmp_path / "a_file" / "o.h5mu",
+        "folder": tmp_path / "a_folder",
+        "input": src,
+    }[where]
+    _no_training(monkeypatch)
+    assert main(["fit", str(src), "--out", str(out), *FIT]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_out_may_replace_the_input_when_asked(tiny_mdata, tmp_path):
+    src = tmp_path / "in.h5mu"
+    tiny_mdata.write_h5mu(src)
+    assert main(["fit", str(src), "--out", str(src), "--overwrite", *FIT]) == 0
+    assert "X_scamort" in md.read_h5mu(src).obsm
+
+
+def test_save_model_never_replaces_other_files(tiny_mdata, tmp_path, capsys, monkeypatch):
+    src, out = tmp_path / "in.h5mu", tmp_path / "o.h5mu"
+    tiny_mdata.write_h5mu(src)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["fit", str(src), "--out", str(out), "--save-model", str(mine), *FIT]) == 2
+    assert "holds other files (['notes.txt'])" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep" and not out.exists()
+    saved = tmp_path / "saved"
+    assert main(["fit", str(src), "--out", str(out), "--save-model", str(saved), *FIT]) == 0
+    again = ["fit", str(src), "--out", str(tmp_path / "o2.h5mu"), "--save-model", str(saved)]
+    assert main([*again, *FIT]) == 2
+    assert "holds a saved model; pass --overwrite" in capsys.readouterr().err
+    assert main([*again, "--overwrite", *FIT]) == 0
+
+
+def test_cli_model_size_and_schedule_flags(tiny_mdata, tmp_path):
+    src, out = tmp_path / "in.h5ad", tmp_path / "o.h5ad"
+    rna = tiny_mdata["rna"].copy()
+    rna.write_h5ad(src)
+    args = ["fit", f"{src}:rna", "--out", str(out), "--n-latent", "7", "--batch-size", "64"]
+    assert main([*args, "--lr", "0.002", "--max-epochs", "1", "--no-progress"]) == 0
+    assert ad.read_h5ad(out).obsm["X_scamort"].shape == (rna.n_obs, 7)
