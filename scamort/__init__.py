@@ -1,31 +1,74 @@
 """scamort: a product-of-experts deep generative model for cells that carry any subset of
-their modalities (RNA, ATAC), with semi-amortized inference."""
+their modalities (RNA, ATAC), with semi-amortized inference.
+
+The names below are imported when first used, so that ``scamort --help`` and light
+imports do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
-from . import datasets, gaps, kinds, metrics  # noqa: E402
-from .data import DataError, DataWarning, EmptyFeaturesWarning  # noqa: E402
-from .experiments import combine  # noqa: E402
-from .kinds import Modality  # noqa: E402
-from .model import SCAMORT, ModelOptions  # noqa: E402
-from .readers import ReadError, read, read_10x_multiome  # noqa: E402
-from .train.options import TrainingOptions  # noqa: E402
+# public name -> (module, attribute)
+_EXPORTS = {
+    "SCAMORT": (".model", "SCAMORT"),
+    "ModelOptions": (".model", "ModelOptions"),
+    "Modality": (".kinds", "Modality"),
+    "TrainingOptions": (".train.options", "TrainingOptions"),
+    "DataError": (".data", "DataError"),
+    "DataWarning": (".data", "DataWarning"),
+    "EmptyFeaturesWarning": (".data", "EmptyFeaturesWarning"),
+    "ReadError": (".readers", "ReadError"),
+    "read": (".readers", "read"),
+    "read_10x_multiome": (".readers", "read_10x_multiome"),
+    "combine": (".experiments", "combine"),
+}
+_SUBMODULES = ("datasets", "gaps", "kinds", "metrics")
 
 __all__ = [
     "SCAMORT",
-    "Modality",
-    "ModelOptions",
-    "TrainingOptions",
-    "kinds",
     "DataError",
     "DataWarning",
     "EmptyFeaturesWarning",
+    "Modality",
+    "ModelOptions",
     "ReadError",
+    "TrainingOptions",
     "__version__",
     "combine",
     "datasets",
     "gaps",
+    "kinds",
     "metrics",
     "read",
     "read_10x_multiome",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module, attribute = _EXPORTS[name]
+        value = getattr(importlib.import_module(module, __name__), attribute)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'scamort' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+    from . import datasets, gaps, kinds, metrics
+    from .data import DataError, DataWarning, EmptyFeaturesWarning
+    from .experiments import combine
+    from .kinds import Modality
+    from .model import SCAMORT, ModelOptions
+    from .readers import ReadError, read, read_10x_multiome
+    from .train.options import TrainingOptions

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import scamort
 from scamort._cli import main
 
 
@@ -189,3 +190,22 @@ def test_final_epochs_option(tiny_mdata, tmp_path, capsys):
         assert main([*args, "--final-epochs", str(n), "--save-model", str(saved)]) == 0
         history = pd.read_csv(saved / "history.csv")
         assert len(history) == 2 + n and history["all_cells"].sum() == n
+
+
+def test_help_loads_no_model_code():
+    """``scamort --help`` answers without importing torch (the package's names are
+    imported when first used), and every public name resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from scamort._cli import main\n"
+        "try:\n    main(['fit', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False"), out.stdout[-300:]
+    assert "--modality NAME=KIND[:LAYER]" in out.stdout and "``" not in out.stdout
+    for name in scamort.__all__:
+        assert getattr(scamort, name) is not None

@@ -137,7 +137,7 @@ def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
         raise DataError(
             f"layer {layer!r} not found in modality {m!r} "
             f"(layers: {list(a.layers)}). Pass the layer holding raw counts, "
-            "or None to use .X."
+            "or leave the layer unset to use .X."
         )
     else:
         X = a.layers[layer]
@@ -153,7 +153,8 @@ def _column(data: Data, mods: dict[str, AnnData], key: str, cells: pd.Index) -> 
         if not parts:
             cols = sorted(set(data.obs.columns).union(*(a.obs.columns for a in mods.values())))
             raise DataError(
-                f"key {key!r} not found in obs (columns: {cols}). Pass an existing column or None."
+                f"key {key!r} not found in obs (columns: {cols}). Name an existing column, or "
+                "leave it unset."
             )
         col = pd.concat(parts)
         clash = col.groupby(level=0).nunique() > 1
