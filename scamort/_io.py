@@ -20,10 +20,19 @@ def atomic_path(target: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        # a temporary file is private (0600); the result gets the mode any new file of
+        # the user's would (their umask), so colleagues can read what they could before
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(target: str | os.PathLike, write) -> None:

@@ -80,6 +80,9 @@ def combine(
     ``uns["scamort_combine"]``. The global ``obs`` holds ``dataset_key`` and every cell
     annotation of the experiments (the union of their columns; missing values are NaN).
 
+    An annotation whose values have different types in different experiments (``1`` in
+    one, ``"d2"`` in another) is held as strings, so that the result can be written.
+
     Cell names: kept as they are when they are unique across experiments; when any name
     occurs in two experiments, every cell is renamed ``<name>-<dataset>`` (anndata's
     ``index_unique="-"``), so paired cells keep one name in both modalities.
@@ -126,7 +129,9 @@ def combine(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         out = md.MuData(mods)
-    out.obs = obs.loc[out.obs_names].copy()
+    out.obs = _one_type_per_column(obs.loc[out.obs_names])
+    for a in out.mod.values():
+        a.obs = _one_type_per_column(a.obs)
     if dropped:
         _warn_dropped(dropped, {k: mods[out_names[k]].n_vars for k in dropped}, out_names)
     out.uns["scamort_combine"] = {
@@ -135,6 +140,18 @@ def combine(
         "dropped_features": dropped,
     }
     return out
+
+
+def _one_type_per_column(obs: pd.DataFrame) -> pd.DataFrame:
+    """``obs`` with every column whose values are of several types (an int in one
+    experiment and a str in another) holding them as strings, so that the result can be
+    written to .h5mu (missing values stay missing)."""
+    obs = obs.copy()
+    for col in obs.select_dtypes(include="object").columns:
+        present = obs[col].dropna()
+        if present.map(type).nunique() > 1:
+            obs[col] = obs[col].map(lambda v: v if pd.isna(v) else str(v))
+    return obs
 
 
 def _names_clash(tables: dict[str, pd.DataFrame]) -> bool:

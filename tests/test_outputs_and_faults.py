@@ -128,3 +128,69 @@ def test_cli_model_size_and_schedule_flags(tiny_mdata, tmp_path):
     args = ["fit", f"{src}:rna", "--out", str(out), "--n-latent", "7", "--batch-size", "64"]
     assert main([*args, "--lr", "0.002", "--max-epochs", "1", "--no-progress"]) == 0
     assert ad.read_h5ad(out).obsm["X_scamort"].shape == (rna.n_obs, 7)
+
+
+def test_outputs_follow_the_users_umask(tiny_mdata, tmp_path):
+    """Written atomically through a private temporary file, an output still gets the mode
+    of any new file of the user's, so colleagues can read it."""
+    import os
+    import stat
+
+    from scamort._io import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tiny_mdata, tmp_path / "o.h5mu")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.h5mu").stat().st_mode) == 0o644
+
+
+def test_combine_makes_columns_of_mixed_types_writable(tiny_mdata, tmp_path):
+    rna, atac = tiny_mdata["rna"].copy(), tiny_mdata["atac"].copy()
+    rna.obs["donor"], atac.obs["donor"] = 1, "d2"
+    before = fingerprint(rna)
+    out = scamort.combine({"x": rna, "y": atac}, modalities={"x": "rna", "y": "atac"})
+    out.write_h5mu(tmp_path / "c.h5mu")  # an int and a str column could not be written
+    assert set(md.read_h5mu(tmp_path / "c.h5mu").obs["donor"].astype(str)) == {"1", "d2"}
+    assert_same(before, fingerprint(rna))
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json: it is not the JSON"),
+        (lambda d: _edit(d, lambda c: c.pop("spec")), "config.json: field 'spec' is missing"),
+        (
+            lambda d: _edit(d, lambda c: c["module"].update(n_latent="twenty")),
+            "config.json: field 'module' is not valid",
+        ),
+        (
+            lambda d: _edit(d, lambda c: c.update(scamort_version="9.0.0")),
+            "saved by scamort 9.0.0, newer than this",
+        ),
+        (
+            lambda d: (d / "model.pt").write_bytes(b"garbage"),
+            "model.pt: the weights cannot be read",
+        ),
+        (
+            lambda d: _edit(d, lambda c: c["module"].update(n_hidden=8)),
+            "model.pt: the weights do not fit config.json",
+        ),
+    ],
+)
+def test_a_damaged_model_folder_is_one_line_naming_the_file(tiny_mdata, tmp_path, tamper, message):
+    SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = SCAMORT(tiny_mdata, n_hidden=16)
+    model.save(tmp_path / "m")
+    tamper(tmp_path / "m")
+    with pytest.raises(scamort.ReadError, match=message):
+        SCAMORT.load(tmp_path / "m", tiny_mdata)
+
+
+def _edit(folder, change) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))

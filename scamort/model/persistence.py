@@ -7,8 +7,10 @@ into today's form (``ModuleConfig.from_dict``, ``DataSpec.from_dict``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from ..data import (
 )
 from ..data.setup import Data
 from ..module import ModuleConfig
+from ..readers import ReadError
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -61,18 +64,73 @@ def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SC
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
-    config = json.loads((path / "config.json").read_text())
-    module_config = ModuleConfig.from_dict(config["module"])
-    spec = DataSpec.from_dict(config["spec"], module_config.modalities)
+    config, module_config, spec = _read_config(path / "config.json")
     cells = to_cell_data(data, spec, chunk_size)
     model = cls._build(data, spec, cells, module_config, seed=0)
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    model.module.load_state_dict(_upgrade_state(state, model.module))
+    _load_weights(model.module, path / "model.pt")
     model.is_trained = config["is_trained"]
     model._calibration = config.get("novelty_calibration")
     hist = path / "history.csv"
     model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
     return model
+
+
+def _read_config(file: Path) -> tuple[dict, ModuleConfig, DataSpec]:
+    """The saved configuration; a ReadError naming the file and the field for one that is
+    damaged, edited by hand, or written by a newer scamort."""
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise ReadError(file, f"it is not the JSON a saved model holds ({err}).") from err
+    if not isinstance(config, dict):
+        raise ReadError(file, "it is not the JSON a saved model holds (not an object).")
+    saved = str(config.get("scamort_version", "0.1.0"))
+    if _version(saved) > _version(__version__):
+        raise ReadError(
+            file, f"the model was saved by scamort {saved}, newer than this {__version__}; "
+            "upgrade scamort to load it.",
+        )  # fmt: skip
+    for field in ("module", "spec", "is_trained"):
+        if field not in config:
+            raise ReadError(file, f"field {field!r} is missing; save the model again.")
+    with _field(file, "module"):
+        module_config = ModuleConfig.from_dict(config["module"])
+    with _field(file, "spec"):
+        spec = DataSpec.from_dict(config["spec"], module_config.modalities)
+    return config, module_config, spec
+
+
+@contextlib.contextmanager
+def _field(file: Path, field: str):
+    """Reading ``field`` of ``file``: what its content raises becomes a ReadError naming
+    both."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        message = f"field {field!r} is not valid ({type(err).__name__}: {err})."
+        raise ReadError(file, message) from err
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """A release number as a tuple (0.2.0 -> (0, 2, 0)); unreadable parts count as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("+")[0].split("."))
+
+
+def _load_weights(module, file: Path) -> None:
+    """The saved weights into ``module``; a ReadError naming the file where they cannot be
+    read or do not fit the configuration."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ReadError(file, f"the weights cannot be read ({type(err).__name__}).") from err
+    try:
+        module.load_state_dict(_upgrade_state(state, module))
+    except (RuntimeError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
+        raise ReadError(
+            file, f"the weights do not fit config.json ({detail[:200]}); save the model again."
+        ) from err
 
 
 def _upgrade_state(state: dict, module) -> dict:

@@ -75,6 +75,12 @@ class ModuleConfig:
             object.__setattr__(self, "output_covariates", on)
         self._check_swaps_can_read()
         object.__setattr__(self, "n_categories", tuple(int(n) for n in self.n_categories))
+        for name in ("n_latent", "n_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}.")
         for name in ("n_layers", "n_layers_encoder", "n_layers_decoder"):
             value = self.n_layers if getattr(self, name) is None else getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 1):
