@@ -129,3 +129,25 @@ def test_novelty_ranks_a_cell_type_the_reference_never_saw(seed, tmp_path):
     model.save(tmp_path / "m")
     loaded = scamort.SCAMORT.load(tmp_path / "m", ref)
     assert loaded._calibration == model._calibration
+
+
+def test_mapping_a_query_computes_nothing_for_novelty_until_asked(reference, tmp_path):
+    """load_query_data defers the reference's novelty calibration to the first
+    get_novelty; computed then, on the reference's training cells, it is the
+    reference's own, and a saved query model keeps it."""
+    ref, query, model = reference
+    model._calibration = None  # as a freshly trained reference
+    qm = scamort.SCAMORT.load_query_data(query, model)
+    assert qm._calibration is None and model._calibration is None
+    qm.train(max_epochs=3, progress_bar=False)
+    scores = qm.get_novelty(refine_steps=0)
+    assert np.isfinite(scores.to_numpy()).all()
+    own = scamort.model.novelty.novelty_calibration(model)
+    assert qm._calibration.keys() == own.keys()
+    for pattern, fit in own.items():
+        np.testing.assert_allclose(qm._calibration[pattern]["coef"], fit["coef"], rtol=1e-4)
+        assert qm._calibration[pattern]["cells"] == fit["cells"]
+    qm._calibration = None  # saving a query model calibrates it, since its cells are not saved
+    qm.save(tmp_path / "q")
+    loaded = scamort.SCAMORT.load(tmp_path / "q", query)
+    assert loaded._calibration.keys() == own.keys()

@@ -116,10 +116,12 @@ class SCAMORT:
         # This process's rank in the last distributed training (0 otherwise): only rank 0
         # should write results.
         self.global_rank = 0
-        # A query model's gradient hooks (load_query_data), and the training cells'
-        # ELBO-on-depth fit behind get_novelty (computed when first needed).
+        # A query model's gradient hooks (load_query_data); the training cells' ELBO-on-
+        # depth fit behind get_novelty (computed when first needed), and for a query
+        # model the reference's training cells it is computed on.
         self._query_hooks = None
         self._calibration = None
+        self._calibration_cells = None
 
     @property
     def _cells(self) -> CellData:

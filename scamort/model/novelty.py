@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.setup import Data
+from .inference import Inference
 from .latent import Embedding, embed
 
 if TYPE_CHECKING:
@@ -51,10 +52,13 @@ def _patterns(cells, idx) -> np.ndarray:
 def novelty_calibration(model: SCAMORT, seed: int = 0) -> dict:
     """The training cells' ELBO-on-depth fit, one per modality pattern (paired,
     RNA-only, ...), whose residual spreads differ (computed once, then kept with the
-    model)."""
+    model). A query model's is the reference's training cells' (its reference weights
+    are the reference's, frozen)."""
     if model._calibration is not None:
         return model._calibration
     inf = model._inference
+    if model._calibration_cells is not None:
+        inf = Inference(model.module, None, model.spec, model._calibration_cells, inf.chunk_size)
     cells = inf.cells
     n = min(cells.n_cells, CALIBRATION_CELLS)
     pick = np.sort(np.random.default_rng(seed).choice(cells.n_cells, n, replace=False))

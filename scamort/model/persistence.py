@@ -26,6 +26,7 @@ from ..data import (
 from ..data.setup import Data
 from ..module import ModuleConfig
 from ..readers import ReadError
+from .novelty import novelty_calibration
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -46,7 +47,10 @@ def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         "module": self.config.to_dict(),
         "spec": self.spec.to_dict(),
         "is_trained": self.is_trained,
-        "novelty_calibration": self._calibration,
+        # a query model's calibration needs its reference's cells, which are not saved
+        "novelty_calibration": (
+            novelty_calibration(self) if self._calibration_cells is not None else self._calibration
+        ),
     }
     state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
     atomic_write(path / "model.pt", lambda f: torch.save(state, f))

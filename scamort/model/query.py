@@ -24,7 +24,6 @@ import torch
 
 from ..data.query import query_cells
 from ..data.setup import Data
-from .novelty import novelty_calibration
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -48,7 +47,10 @@ def load_query_data(cls, data: Data, reference: SCAMORT, modality: str | None = 
     masks = _surgery(model.module, old, reference.spec.n_categories, spec.n_categories)
     model.module.to(reference.device)
     model._query_hooks = _freeze(model.module, masks)
-    model._calibration = novelty_calibration(reference)
+    # get_novelty scores query cells against the reference's training cells: kept, and
+    # calibrated when first asked (the reference's own fit if it has one already)
+    model._calibration = reference._calibration
+    model._calibration_cells = reference._cells
     return model
 
 
