@@ -194,3 +194,13 @@ def _edit(folder, change) -> None:
     config = json.loads((folder / "config.json").read_text())
     change(config)
     (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_counts_kept_in_raw_are_named_in_the_message(tiny_mdata):
+    rna = tiny_mdata["rna"].copy()
+    rna.raw = rna
+    rna.X = np.log1p(rna.X.toarray())  # normalised in .X, as after scanpy's workflow
+    with pytest.raises(DataError, match=r"non-integer.*has counts in \.raw.*layers\['counts'\]"):
+        SCAMORT.setup_anndata(rna)
+    rna.layers["counts"] = rna.raw[:, rna.var_names].X
+    SCAMORT.setup_anndata(rna, layer="counts")

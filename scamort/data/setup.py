@@ -141,7 +141,17 @@ def _counts(a: AnnData, layer: str | None, m: str) -> sp.csr_matrix:
         )
     else:
         X = a.layers[layer]
-    return as_counts(X, f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})")
+    try:
+        return as_counts(X, f"modality {m!r} ({'.X' if layer is None else f'layer {layer!r}'})")
+    except DataError as err:
+        if a.raw is None:
+            raise
+        # scanpy's workflow keeps the counts in .raw, which a layer argument cannot name
+        raise DataError(
+            f"{err} Modality {m!r} has counts in .raw: copy them to a layer, "
+            "adata.layers['counts'] = adata.raw[:, adata.var_names].X, and declare that "
+            "layer."
+        ) from None
 
 
 def _column(data: Data, mods: dict[str, AnnData], key: str, cells: pd.Index) -> pd.Series:
