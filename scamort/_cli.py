@@ -57,7 +57,8 @@ def _check_args(args) -> None:
             "--refine-steps refines the product-of-experts posterior: use --paired auto or "
             "product with it, or drop --refine-steps for --paired average."
         )
-    named, bare = _declared(args.modality)
+    # parsed once here: ``args.declared`` {name: (kind, layer)}, ``args.bare`` [(kind, layer)]
+    args.declared, args.bare = named, bare = _declared(args.modality)
     if len(bare) > 1 or (bare and named):
         raise UsageError(
             "--modality KIND[:LAYER] names the kind of a single .h5ad input; declare a "
@@ -87,8 +88,7 @@ def _load(args):
     inputs = [_input(a) for a in args.input]
     if len(inputs) == 1:
         path, kind = inputs[0]
-        _, bare = _declared(args.modality)
-        kind = kind or (bare[0][0] if bare else None)
+        kind = kind or (args.bare[0][0] if args.bare else None)
         if kind is not None and file_kind(path) != "anndata":
             raise UsageError(
                 f"{path}: a kind (:{kind} / --modality {kind}) is for .h5ad inputs; declare a "
@@ -133,7 +133,7 @@ def _mudata_modalities(data, args, source: str) -> dict:
     from .readers import ReadError
 
     have = list(data.mod)
-    named, _ = _declared(args.modality)
+    named = dict(args.declared)
     old = {"rna": args.rna_key, "atac": args.atac_key}
     if not named and any(old.values()):
         # the old flags: an unnamed kind is fitted under its own name where the file has it
@@ -158,12 +158,17 @@ def _mudata_modalities(data, args, source: str) -> dict:
                 f"{unknown[0]}=KIND with KIND one of {sorted(KINDS)} (only the declared "
                 "ones are then fitted).",
             )
-    layers = {"rna": args.rna_layer, "atac": args.atac_layer}
     out = {}
     for m, (kind, layer) in named.items():
-        declared = Modality(kind, layer or layers.get(kind))
+        declared = Modality(kind, layer or _old_layer(args, kind))
         out[m] = _with_peak_sampling(declared, args.peak_sampling)
     return out
+
+
+def _old_layer(args, kind: str) -> str | None:
+    """The layer the old ``--rna-layer`` / ``--atac-layer`` flags give a modality of
+    ``kind`` (None: unset)."""
+    return {"rna": args.rna_layer, "atac": args.atac_layer}.get(kind)
 
 
 def _with_peak_sampling(declared, peak_sampling):
@@ -177,7 +182,7 @@ def fit(args) -> None:
     from ._io import write_atomic
 
     _check_args(args)
-    check_outputs(args)  # before anything is read or trained
+    check_outputs(args, [Path(p) for p, _ in map(_input, args.input)])  # before any work
     data, is_mudata = _load(args)
     expected = ".h5mu" if is_mudata else ".h5ad"
     if args.out is not None and Path(args.out).suffix != expected:
@@ -209,8 +214,7 @@ def _setup_and_train(data, is_mudata: bool, args):
             categorical_covariate_keys=["dataset"] if args.dataset_covariate else None,
         )
     else:
-        _, bare = _declared(args.modality)
-        layer = (bare[0][1] if bare else None) or getattr(args, f"{args.kind}_layer", None)
+        layer = (args.bare[0][1] if args.bare else None) or _old_layer(args, args.kind)
         declared = _with_peak_sampling(Modality(args.kind, layer), args.peak_sampling)
         SCAMORT.setup_anndata(data, modality=declared, batch_key=args.batch_key)
     model = SCAMORT(data, n_latent=args.n_latent, seed=args.seed)

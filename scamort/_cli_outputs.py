@@ -12,22 +12,22 @@ from ._cli_args import UsageError
 MODEL_FILES = {"model.pt", "config.json", "history.csv"}
 
 
-def check_outputs(args) -> None:
+def check_outputs(args, inputs: list[Path]) -> None:
     """``--out`` can be written and is not an input (unless ``--overwrite``);
     ``--save-model`` is absent, empty, or a saved model replaced only with
-    ``--overwrite``; ``--checkpoint-dir`` can be created."""
+    ``--overwrite``; ``--checkpoint-dir`` can be created. ``inputs``: the input files."""
     if args.out is not None:
-        _check_out(Path(args.out), [Path(a.rpartition(":")[0] or a) for a in args.input], args)
+        _check_out(Path(args.out), inputs, args.overwrite)
     if args.save_model is not None:
         _check_model_dir(Path(args.save_model), args.overwrite)
     if args.checkpoint_dir is not None:
         _check_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
 
 
-def _check_out(out: Path, inputs: list[Path], args) -> None:
+def _check_out(out: Path, inputs: list[Path], overwrite: bool) -> None:
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; name a file in it, e.g. {out / 'fitted.h5mu'}.")
-    if any(out.resolve() == p.resolve() for p in inputs if p.exists()) and not args.overwrite:
+    if any(out.resolve() == p.resolve() for p in inputs if p.exists()) and not overwrite:
         raise UsageError(
             f"--out {out} is an input: writing it would replace your data. Write to another "
             "file, or pass --overwrite to replace the input with the input plus the embedding."

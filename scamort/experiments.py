@@ -29,8 +29,9 @@ def guess_modality(adata: ad.AnnData, name: str | None = None) -> str | None:
     """The kind of data (``"rna"``, ``"atac"``, ...) an AnnData holds, or None: by its name
     (``name``), ``var["feature_types"]`` (10x), or its var_names (a kind's
     ``looks_like``: peaks look like ``chr1:100-200``)."""
-    if name is not None and kind_named(name) is not None:
-        return kind_named(name)
+    said = kind_named(name) if name is not None else None
+    if said is not None:
+        return said
     if "feature_types" in adata.var:
         types = set(adata.var["feature_types"].astype(str))
         kinds = {TENX_TYPES.get(t) for t in types}

@@ -203,7 +203,6 @@ KIND = Kind(
     names=frozenset({"atac", "peaks", "peak", "chromatin", "scatac", "atac-seq"}),
     tenx_feature_types=frozenset({"Peaks"}),
     looks_like=looks_like_peaks,
-    feature_word="peaks",
     differential_delta=0.05,
     differential_table=differential_table,
     legacy_options={

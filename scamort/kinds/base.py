@@ -51,8 +51,6 @@ class Kind:
     # whether an AnnData's var_names (up to 200) look like this kind's features, for a
     # modality whose name and feature types say nothing (None: never guessed so)
     looks_like: Callable[[pd.Index], bool] | None = None
-    # what its features are called in messages ("genes", "peaks")
-    feature_word: str = "features"
     # differential analysis: the default delta of mode="change", and the reshaping of
     # scvi-tools' table into the kind's customary columns (None: as it is)
     differential_delta: float = 0.25

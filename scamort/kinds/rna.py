@@ -77,7 +77,6 @@ KIND = Kind(
     encoder_input=lambda options, n_features: Log1p(),
     names=frozenset({"rna", "gex", "gene expression", "expression", "scrna", "rna-seq"}),
     tenx_feature_types=frozenset({"Gene Expression"}),
-    feature_word="genes",
     differential_delta=0.25,
     legacy_options={"rna_likelihood": "likelihood", "dispersion": "dispersion"},
 )

@@ -70,7 +70,7 @@ def setup_mudata(
             f"{{'rna': 'rna', 'atac': 'atac'}}; got {modalities!r}."
         )
     if legacy:
-        modalities = _from_legacy(mdata, modalities, legacy)
+        modalities = _from_legacy(modalities, legacy)
     elif modalities is None:
         modalities = _by_name(mdata)
     declared = {m: as_modality(v, m) for m, v in modalities.items()}
@@ -125,7 +125,7 @@ def _by_name(mdata: MuData) -> dict[str, str]:
     return kinds
 
 
-def _from_legacy(mdata, modalities, legacy: dict) -> dict:
+def _from_legacy(modalities, legacy: dict) -> dict:
     """``modalities`` from the keywords of scamort 0.1.0 (each with a DeprecationWarning)."""
     unknown = sorted(set(legacy) - set(_LEGACY_KEYS))
     if unknown:

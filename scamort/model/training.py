@@ -125,8 +125,9 @@ def train(
     trainer = _fit(plan, train_loader, loaders.val, callbacks, max_epochs, opts.max_steps, fit,
                    checkpointing=opts.checkpoint_dir is not None, ckpt_path=ckpt_path)  # fmt: skip
     rows = [{**r, "all_cells": False} for r in history.rows]
-    final = _final_pass(self.module, loaders, opts, lr, fit, rows) if early_stopping else None
-    trainer = trainer if final is None else final
+    if early_stopping:
+        final, final_rows = _final_pass(self.module, loaders, opts, lr, fit, rows)
+        trainer, rows = trainer if final is None else final, rows + final_rows
     _append_history(self, rows, continued=ckpt_path is None)
     self.is_trained = True
     self.global_rank = trainer.global_rank
@@ -240,23 +241,20 @@ def _with_heldout_encoders(module, loaders: Loaders, opts: TrainingOptions):
 
 
 def _final_pass(module, loaders: Loaders, opts: TrainingOptions, lr, fit: Fit, rows: list):
-    """After early stopping: the encoders alone on every cell (``final_epochs``, at a
-    tenth of ``lr``); their history rows are appended to ``rows``. Returns the trainer,
-    or None when no pass ran."""
+    """After early stopping (``rows``: its history): the encoders alone on every cell
+    (``final_epochs``, at a tenth of ``lr``, no warm-up). Returns the trainer (None when
+    no pass ran) and the pass's history rows, their epochs counting on from ``rows``."""
     final_epochs = opts.final_epochs
     if final_epochs is None:  # a third of the epochs early stopping let run
         final_epochs = -(-len(rows) // 3)
     if final_epochs == 0 or not encoders_learn(module):
-        return None
+        return None, []
     final = History()
-    plan = TrainingPlan(module, lr / 10, opts.weight_decay, 0.0, opts.refine_steps,
-                        opts.refine_lr, loaders.resident_store)  # fmt: skip
     with only_encoders_learn(module):
-        trainer = _fit(plan, loaders.all_cells(), None, [final], final_epochs, None,
-                       replace(fit, seed=fit.seed + 1))  # fmt: skip
+        trainer = _fit(_plan(module, loaders, opts, 0.0, lr / 10), loaders.all_cells(), None,
+                       [final], final_epochs, None, replace(fit, seed=fit.seed + 1))  # fmt: skip
     after = int(rows[-1]["epoch"]) + 1 if rows else 0
-    rows += [{**r, "epoch": r["epoch"] + after, "all_cells": True} for r in final.rows]
-    return trainer
+    return trainer, [{**r, "epoch": r["epoch"] + after, "all_cells": True} for r in final.rows]
 
 
 def _append_history(model, rows: list, continued: bool) -> None:

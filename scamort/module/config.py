@@ -14,7 +14,7 @@ from ..kinds.modality import as_modality
 
 SingleViews = Literal["all", "sample"]
 
-__all__ = ["LossOutput", "ModuleConfig", "check_option", "check_weight"]
+__all__ = ["LossOutput", "ModuleConfig"]
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,10 @@ class ModuleConfig:
             object.__setattr__(self, name, int(value))
 
     def _check_swaps_can_read(self) -> None:
+        unreadable = self.unreadable_profiles()
         for name in ("cycle_weight", "cross_cycle_weight"):
-            if getattr(self, name) == 0:
-                continue
-            for m in self.unreadable_profiles():
+            if getattr(self, name) > 0 and unreadable:
+                m = unreadable[0]
                 raise ValueError(
                     f"{name} > 0 re-encodes expected profiles, which the input of modality "
                     f"{m!r} ({self.modalities[m]!r}) cannot read; use input='binary' with it."
@@ -127,11 +127,8 @@ def _upgrade(d: dict) -> dict:
     """A configuration of scamort 0.1.0 (``likelihoods`` and the kinds' options at the
     top level) in today's form."""
     likelihoods = d.pop("likelihoods")
-    legacy = {
-        name: d.pop(name)
-        for name in ("dispersion", "atac_input", "cell_factor_hidden", "peak_sampling")
-        if name in d
-    }
+    old_names = {name for k in KINDS.values() for name in k.legacy_options}
+    legacy = {name: d.pop(name) for name in old_names if name in d}
     specs = {}
     for m, lik in likelihoods.items():
         kind = next(k for k in KINDS.values() if lik in k.options.likelihoods)

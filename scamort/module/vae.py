@@ -3,7 +3,7 @@
 It knows nothing of AnnData. A minibatch is a dict:
     x     {modality: SparseRows, N rows x F_m counts}; rows of cells lacking m are never read
     mask  (N, M) float, 1 where cell n has modality m (the order of ``config.n_features``)
-    cov   (N, K) int64 category codes: the batch (``data.covariates.BATCH``), then each
+    cov   (N, K) int64 category codes: the batch (``nn.covariates.BATCH``), then each
           categorical covariate
     mask_host  (optional) the same mask as a NumPy bool array on the host
 
@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from ..kinds import DecoderShape
-from ..nn import GaussianEncoder, SparseRows, one_hot_covariates
+from ..nn import DecoderShape, GaussianEncoder, SparseRows, one_hot_covariates
 from ..nn.covariates import BATCH, batch_codes
 from ..nn.sparse import host_index_on
 from .config import LossOutput, ModuleConfig

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from .._checks import with_fields
-
-Placement = Literal["auto", "device", "host"]
+from ..data.loaders import Placement
 
 
 @dataclass(frozen=True)
