@@ -30,7 +30,7 @@ def fit_scamort(split, epochs: int, seed: int, **kw):
         lambda cells: model.get_normalized_expression(indices=cells),
         lambda cells: model.get_accessibility_estimates(indices=cells),
     )
-    out["epochs_run"] = len(model.history)
+    out["epochs_run"] = model.history.n_epochs
     return out
 
 

@@ -298,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, UsageError) as err:  # the user's data or command line; bugs show
         print(f"scamort {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl+C, or a scheduler's SIGTERM while training
+        from .model.training import TrainingInterrupted
+
+        if isinstance(stop, TrainingInterrupted):
+            print(f"scamort {args.command}: {stop} Nothing else was written.", file=sys.stderr)
+            return stop.exit_status
+        print(f"scamort {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = default_show
     return 0

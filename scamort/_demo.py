@@ -95,7 +95,7 @@ def run_demo(
 
     scores["training time (s)"] = train_s
     scores["total time (s)"] = time.perf_counter() - start
-    scores["epochs"] = int(model.history["epoch"].max() + 1)
+    scores["epochs"] = model.history.n_epochs
     table = pd.DataFrame({"metric": list(scores), "value": list(scores.values())})
     table.to_csv(out / "metrics.csv", index=False)
     (out / "metrics.md").write_text(_markdown(table))

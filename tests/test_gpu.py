@@ -127,4 +127,4 @@ def test_the_training_plan_makes_no_synchronisation_inside_a_step(tiny_mdata):
     finally:
         L.Trainer.__init__ = original
         torch.cuda.set_sync_debug_mode("default")
-    assert np.isfinite(model.history["elbo_train"]).all()
+    assert np.isfinite(model.history.table["elbo_train"]).all()

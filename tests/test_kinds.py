@@ -170,7 +170,7 @@ def test_options_one_level_down_are_typed_and_a_misspelt_one_is_an_error(tiny_md
         scamort.TrainingOptions(validation_fraction=1.5)
     by_name.train(max_epochs=3, options=scamort.TrainingOptions(max_steps=2), progress_bar=False)
     # one step an epoch (270 training cells, batch 512): max_steps=2 stops after two of three
-    assert (~by_name.history["all_cells"]).sum() == 2
+    assert (~by_name.history.table["all_cells"]).sum() == 2
 
 
 def test_cli_declares_modalities_by_name(tiny_mdata, tmp_path, capsys):

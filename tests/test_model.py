@@ -96,7 +96,7 @@ def assert_history_finite(history) -> None:
 
 
 def test_history_and_elbo_improve(trained):
-    h = trained.history
+    h = trained.history.table
     assert {"train_loss", "elbo_train", "elbo_validation", "kl_weight", "all_cells"} <= set(
         h.columns
     )
@@ -106,6 +106,10 @@ def test_history_and_elbo_improve(trained):
     final = -(-len(main) // 3)  # a third of the early-stopped epochs, rounded up
     assert h["all_cells"].sum() == final and h["all_cells"].iloc[-final:].all()
     assert_history_finite(h)
+    # scvi-tools' shape: one DataFrame per metric, indexed by epoch, one column of its name
+    elbo = trained.history["elbo_validation"]
+    assert list(elbo.columns) == ["elbo_validation"] and elbo.index.name == "epoch"
+    np.testing.assert_array_equal(elbo["elbo_validation"], h["elbo_validation"])
     assert np.isfinite(trained.get_elbo()).all()
 
 
@@ -147,7 +151,7 @@ def test_save_load_round_trip_gives_identical_latents(trained, sim_mdata, tmp_pa
             trained.get_latent_representation(modality=modality),
         )
     assert loaded.config == trained.config and loaded.spec == trained.spec
-    pd.testing.assert_frame_equal(loaded.history, trained.history, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded.history.table, trained.history.table, check_dtype=False)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "config.json",
         "history.csv",
@@ -194,7 +198,7 @@ def test_poisson_atac_and_early_stopping(tiny_mdata):
         batch_size=64,
         progress_bar=False,
     )
-    assert len(model.history) < 200
+    assert len(model.history.table) < 200
     assert np.isfinite(model.get_latent_representation()).all()
     with pytest.raises(ValueError, match="validation"):
         model.train(max_epochs=1, early_stopping=True, validation_fraction=0.0)
@@ -239,7 +243,7 @@ def test_compiled_networks_train_like_eager(tiny_mdata):
         model = scamort.SCAMORT(tiny_mdata, n_hidden=16, seed=0)
         model.train(max_epochs=2, seed=0, progress_bar=False, compile=compile_)
         assert np.isfinite(model.get_latent_representation()).all()
-        runs.append(model.history["elbo_train"].to_numpy())
+        runs.append(model.history.table["elbo_train"].to_numpy())
         compiled = counters["stats"]["unique_graphs"]
         assert (compiled > 0) == compile_, dict(counters["stats"])
     np.testing.assert_allclose(runs[1], runs[0], rtol=0.01)

@@ -204,3 +204,67 @@ def test_counts_kept_in_raw_are_named_in_the_message(tiny_mdata):
         SCAMORT.setup_anndata(rna)
     rna.layers["counts"] = rna.raw[:, rna.var_names].X
     SCAMORT.setup_anndata(rna, layer="counts")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_fit_exits_non_zero_with_one_line_and_resumes(tiny_mdata, tmp_path, sig):
+    """A scheduler's SIGTERM or a Ctrl+C during `scamort fit`: the status says the job
+    failed, stderr says so in one line, no output is written, and the checkpoint resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, out, ckpt = tmp_path / "in.h5mu", tmp_path / "out.h5mu", tmp_path / "ckpt"
+    tiny_mdata.write_h5mu(src)
+    args = ["fit", str(src), "--out", str(out), "--no-progress", "--checkpoint-dir", str(ckpt)]
+    code = "import sys; from scamort._cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--epochs", "100000", "--no-early-stopping"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (ckpt / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    lines = [line for line in err.splitlines() if line.strip() and "warning:" not in line]
+    assert len(lines) == 1 and f"stopped by {sig}" in lines[0] and "--resume" in lines[0], err
+    assert not out.exists()
+    assert (ckpt / "last.ckpt").exists() and not [p for p in ckpt.iterdir() if p.name[0] == "."]
+    assert os.path.getsize(ckpt / "last.ckpt") > 0
+    # the checkpoint it left is whole: the same command with --resume finishes, once
+    # asked for at least the epochs it has
+    assert main([*args, "--epochs", "1", "--no-early-stopping", "--resume"]) == 2
+    assert main([*args, "--epochs", "60", "--no-early-stopping", "--resume"]) == 0
+    assert out.exists()
+
+
+def test_an_interrupted_train_keeps_its_epochs_and_ctrl_c(tiny_mdata, monkeypatch):
+    """Ctrl+C in a notebook: train() raises TrainingInterrupted (a KeyboardInterrupt), the
+    model keeps the epochs that ended in its history, and Ctrl+C works afterwards
+    (Lightning leaves it ignored)."""
+    import signal
+
+    from scamort.model.training import TrainingInterrupted
+    from scamort.train import History
+
+    end = History.on_train_epoch_end
+
+    def interrupt_at_epoch_3(self, trainer, plan):
+        end(self, trainer, plan)
+        if trainer.current_epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(History, "on_train_epoch_end", interrupt_at_epoch_3)
+    SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = SCAMORT(tiny_mdata)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT during epoch 3"):
+        model.train(max_epochs=10, progress_bar=False)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert len(model.history.table) == 3

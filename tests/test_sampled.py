@@ -145,7 +145,7 @@ def test_model_trained_with_sampled_peaks_meets_the_bars(sim_mdata):
     assert model.module.decoders["atac"].n_sampled == 300
     model.train(max_epochs=40, seed=0, progress_bar=False)
     assert_meets_the_bars(model, sim_mdata)
-    assert_history_finite(model.history)
+    assert_history_finite(model.history.table)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5])

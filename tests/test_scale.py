@@ -248,7 +248,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     straight = scamort.SCAMORT(mdata, seed=0).train(max_epochs=12, seed=0, progress_bar=False)
 
     # 12 epochs, then the 4 of the final pass over all cells (not checkpointed)
-    assert list(resumed.history["epoch"]) == list(range(16))
+    assert list(resumed.history.table["epoch"]) == list(range(16))
     # The optimizer state carried over: Adam counted every step of both runs (270
     # training cells, batch 512: one step per epoch).
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
@@ -259,7 +259,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
         resumed.get_latent_representation(), straight.get_latent_representation(), atol=1e-4
     )
     np.testing.assert_allclose(
-        resumed.history["elbo_train"], straight.history["elbo_train"], rtol=1e-5
+        resumed.history.table["elbo_train"], straight.history.table["elbo_train"], rtol=1e-5
     )
 
 

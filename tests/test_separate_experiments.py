@@ -54,7 +54,7 @@ def test_scamort_integrates_separate_experiments(experiments):
     model = scamort.SCAMORT(experiments, seed=0)
     model.train(max_epochs=40, seed=0, progress_bar=False)
     assert_meets_the_bars(model, experiments)
-    assert_history_finite(model.history)
+    assert_history_finite(model.history.table)
     # refine_steps="auto" refines the cells of the one-modality experiments (the
     # batches trained without a paired cell), which brings them among the paired ones;
     # the paired cells keep the encoders' embedding.
@@ -176,7 +176,7 @@ def test_adversarial_view_mixing_brings_one_modality_experiments_to_the_paired_v
     for w in (0.0, on):
         model = scamort.SCAMORT(experiments, seed=0, adversarial_view_weight=w)
         model.train(max_epochs=40, seed=0, progress_bar=False)
-        assert_history_finite(model.history)
+        assert_history_finite(model.history.table)
         for m in ("rna", "atac"):
             z = model.get_latent_representation(modality=m, refine_steps=0)
             keep = np.isin(status, ["paired", f"{m}_only"])

@@ -18,7 +18,7 @@ def test_kl_warmup_ends_within_max_steps(tiny_mdata):
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
     model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
     model.train(max_epochs=100, max_steps=40, batch_size=64, progress_bar=False)
-    h = model.history
+    h = model.history.table
     assert (~h["all_cells"]).sum() == 8
     assert h["kl_weight"].iloc[7] == 1.0 and h["kl_weight"].iloc[0] < 1.0
 
@@ -41,7 +41,7 @@ def test_early_stopping_is_on_by_default_and_ends_after_patience(tiny_mdata):
         max_epochs=300, kl_warmup_epochs=5, early_stopping_patience=5, batch_size=64,
         progress_bar=False,
     )  # fmt: skip
-    h = model.history
+    h = model.history.table
     main = h[~h["all_cells"]]
     counted = main[main["epoch"] >= 4]  # epoch index 4 ends the 5-epoch warm-up
     best = int(counted["epoch"][counted["elbo_validation"].idxmax()])
@@ -52,7 +52,7 @@ def test_early_stopping_is_on_by_default_and_ends_after_patience(tiny_mdata):
     assert list(h["epoch"]) == list(range(len(h)))
     model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
     model.train(max_epochs=12, validation_fraction=0.0, batch_size=64, progress_bar=False)
-    assert len(model.history) == 12 and not model.history["all_cells"].any()
+    assert len(model.history.table) == 12 and not model.history.table["all_cells"].any()
     with pytest.raises(ValueError, match="'auto'"):
         model.train(max_epochs=1, early_stopping="yes")
 
@@ -61,9 +61,9 @@ def test_a_second_train_extends_the_history(tiny_mdata):
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
     model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
     model.train(max_epochs=2, progress_bar=False)
-    first = model.history.copy()
+    first = model.history.table.copy()
     model.train(max_epochs=3, progress_bar=False)
-    h = model.history
+    h = model.history.table
     # each train(): its epochs, then the final pass over every cell (a third as many)
     assert len(first) == 2 + 1
     assert list(h["epoch"]) == list(range(3 + 3 + 1))
@@ -126,7 +126,7 @@ def test_the_training_step_logs_only_device_tensors(tiny_mdata, monkeypatch):
     model = scamort.SCAMORT(tiny_mdata, n_hidden=16)
     model.train(max_epochs=2, progress_bar=False)
     assert logged and all(is_tensor for _, is_tensor in logged), logged
-    assert model.history["kl_weight"].between(0, 1).all()
+    assert model.history.table["kl_weight"].between(0, 1).all()
 
 
 def test_results_on_few_cells_copy_only_those_cells(tiny_mdata, monkeypatch):
@@ -170,8 +170,8 @@ def test_the_final_pass_embeds_the_held_out_cells_like_the_others():
         model.train(
             max_epochs=40, batch_size=128, seed=0, final_epochs=final_epochs, progress_bar=False
         )
-        main = (~model.history["all_cells"]).sum()
-        assert model.history["all_cells"].sum() == (0 if final_epochs == 0 else -(-main // 3))
+        main = (~model.history.table["all_cells"]).sum()
+        assert model.history.table["all_cells"].sum() == (0 if final_epochs == 0 else -(-main // 3))
         f = foscttm_per_cell(
             model.get_latent_representation(modality="rna")[paired],
             model.get_latent_representation(modality="atac")[paired],
@@ -249,8 +249,8 @@ def test_held_out_cells_trained_by_the_encoders_are_embedded_like_the_others():
             heldout_encoders=heldout_encoders,
             progress_bar=False,
         )
-        assert not model.history["all_cells"].any()
-        assert model.history["elbo_validation"].notna().all()
+        assert not model.history.table["all_cells"].any()
+        assert model.history.table["elbo_validation"].notna().all()
         f = foscttm_per_cell(
             model.get_latent_representation(modality="rna")[paired],
             model.get_latent_representation(modality="atac")[paired],

@@ -61,7 +61,7 @@ def test_empty_features_train_to_the_quality_bars(holey, holey_model):
     mdata, _ = holey
     model, _ = holey_model
     assert_meets_the_bars(model, mdata)
-    assert_history_finite(model.history)
+    assert_history_finite(model.history.table)
 
 
 def test_every_output_is_finite_and_empty_features_impute_near_zero(holey, holey_model, tmp_path):
@@ -108,7 +108,7 @@ def test_empty_features_with_other_likelihoods_and_inputs(holey, atac_input, ata
         scamort.SCAMORT.setup_mudata(mdata, declared, batch_key="batch")
     model = scamort.SCAMORT(mdata, n_hidden=64)
     model.train(max_epochs=5, progress_bar=False)
-    assert_history_finite(model.history)
+    assert_history_finite(model.history.table)
     assert np.isfinite(model.get_latent_representation(refine_steps=3)).all()
     gaps = model.get_gaps(indices=np.arange(20), steps=(2,), converge_steps=5, iw_samples=8)
     assert np.isfinite(gaps.to_numpy()).all()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 
-import pandas as pd
 import torch
 
 from ..data.cells import CellData
@@ -31,6 +30,7 @@ from . import (
     values,
 )
 from . import differential as de
+from .history import TrainingHistory
 from .inference import Inference
 from .options import ModelOptions
 
@@ -111,7 +111,7 @@ class SCAMORT:
         self._inference = Inference(
             self.module, data, spec, cells, getattr(cells, "chunk_size", 4096)
         )
-        self.history = pd.DataFrame()
+        self.history = TrainingHistory()
         self.is_trained = False
         # This process's rank in the last distributed training (0 otherwise): only rank 0
         # should write results.

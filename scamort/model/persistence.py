@@ -26,6 +26,7 @@ from ..data import (
 from ..data.setup import Data
 from ..module import ModuleConfig
 from ..readers import ReadError
+from .history import TrainingHistory
 from .novelty import novelty_calibration
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
     state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
     atomic_write(path / "model.pt", lambda f: torch.save(state, f))
     atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=1).encode()))
-    atomic_write(path / "history.csv", lambda f: f.write(self.history.to_csv(index=False).encode()))
+    history = self.history.table.to_csv(index=False).encode()
+    atomic_write(path / "history.csv", lambda f: f.write(history))
 
 
 def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SCAMORT:
@@ -75,7 +77,7 @@ def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SC
     model.is_trained = config["is_trained"]
     model._calibration = config.get("novelty_calibration")
     hist = path / "history.csv"
-    model.history = pd.read_csv(hist) if hist.stat().st_size > 1 else pd.DataFrame()
+    model.history = TrainingHistory(pd.read_csv(hist) if hist.stat().st_size > 1 else None)
     return model
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.utilities import CombinedLoader
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data import (
     make_loader,
@@ -24,7 +27,8 @@ from ..data.backed import BackedCells, ChunkBatches
 from ..data.loaders import holdout
 from ..train import AtomicCheckpointIO, EarlyStopping, History, TrainingPlan
 from ..train.options import TrainingOptions
-from ..train.plan import encoders_learn, only_encoders_learn
+from ..train.plan import encoders_learn, only_encoders_learn, read_checkpoint
+from .history import TrainingHistory
 
 if TYPE_CHECKING:
     from ._model import SCAMORT
@@ -121,14 +125,28 @@ def train(
     callbacks = _callbacks(history, early_stopping, warmup, opts)
     plan = _plan(self.module, loaders, opts, warmup, lr)
     ckpt_path = _resume_path(opts.resume, opts.checkpoint_dir)
+    if ckpt_path is not None:
+        _check_resumable(ckpt_path, max_epochs)
     train_loader = _with_heldout_encoders(self.module, loaders, opts)
-    trainer = _fit(plan, train_loader, loaders.val, callbacks, max_epochs, opts.max_steps, fit,
-                   checkpointing=opts.checkpoint_dir is not None, ckpt_path=ckpt_path)  # fmt: skip
-    rows = [{**r, "all_cells": False} for r in history.rows]
+    try:
+        trainer = _fit(
+            plan, train_loader, loaders.val, callbacks, max_epochs, opts.max_steps, fit,
+            checkpointing=opts.checkpoint_dir is not None, ckpt_path=ckpt_path,
+        )  # fmt: skip
+    except TrainingInterrupted:  # the epochs that ended stay in the history
+        _append_history(self, _rows(history, False), continued=ckpt_path is None)
+        raise
+    rows = _rows(history, False)
     if early_stopping:
-        final, final_rows = _final_pass(self.module, loaders, opts, lr, fit, rows)
-        trainer, rows = trainer if final is None else final, rows + final_rows
-    _append_history(self, rows, continued=ckpt_path is None)
+        final_history = History()
+        try:
+            final = _final_pass(self.module, loaders, opts, lr, fit, len(rows), final_history)
+        finally:
+            rows += _rows(final_history, True, after=int(rows[-1]["epoch"]) + 1 if rows else 0)
+            _append_history(self, rows, continued=ckpt_path is None)
+        trainer = trainer if final is None else final
+    else:
+        _append_history(self, rows, continued=ckpt_path is None)
     self.is_trained = True
     self.global_rank = trainer.global_rank
     self.module.to(trainer.strategy.root_device)
@@ -240,39 +258,67 @@ def _with_heldout_encoders(module, loaders: Loaders, opts: TrainingOptions):
         return CombinedLoader({"fit": loaders.train, "encoders": encoders_loader}, "max_size_cycle")
 
 
-def _final_pass(module, loaders: Loaders, opts: TrainingOptions, lr, fit: Fit, rows: list):
-    """After early stopping (``rows``: its history): the encoders alone on every cell
-    (``final_epochs``, at a tenth of ``lr``, no warm-up). Returns the trainer (None when
-    no pass ran) and the pass's history rows, their epochs counting on from ``rows``."""
+def _final_pass(module, loaders: Loaders, opts: TrainingOptions, lr, fit: Fit, n_epochs: int,
+                history: History):  # fmt: skip
+    """After early stopping (which ran ``n_epochs``): the encoders alone on every cell
+    (``final_epochs``, at a tenth of ``lr``, no warm-up), its epochs recorded in
+    ``history``. Returns the trainer (None when no pass ran)."""
     final_epochs = opts.final_epochs
     if final_epochs is None:  # a third of the epochs early stopping let run
-        final_epochs = -(-len(rows) // 3)
+        final_epochs = -(-n_epochs // 3)
     if final_epochs == 0 or not encoders_learn(module):
-        return None, []
-    final = History()
+        return None
     with only_encoders_learn(module):
-        trainer = _fit(_plan(module, loaders, opts, 0.0, lr / 10), loaders.all_cells(), None,
-                       [final], final_epochs, None, replace(fit, seed=fit.seed + 1))  # fmt: skip
-    after = int(rows[-1]["epoch"]) + 1 if rows else 0
-    return trainer, [{**r, "epoch": r["epoch"] + after, "all_cells": True} for r in final.rows]
+        return _fit(_plan(module, loaders, opts, 0.0, lr / 10), loaders.all_cells(), None,
+                    [history], final_epochs, None, replace(fit, seed=fit.seed + 1))  # fmt: skip
+
+
+def _rows(history: History, all_cells: bool, after: int = 0) -> list[dict]:
+    """A fit's history rows, marked as trained on all cells (the final pass) or not,
+    their epochs counting on from ``after``."""
+    return [{**r, "epoch": r["epoch"] + after, "all_cells": all_cells} for r in history.rows]
 
 
 def _append_history(model, rows: list, continued: bool) -> None:
     """``model.history`` with ``rows`` appended; a further train() continues the epochs
     from the last one (a resumed checkpoint's history is whole already)."""
-    new = pd.DataFrame(rows)
-    if continued and len(model.history) and len(new):
-        new["epoch"] += int(model.history["epoch"].iloc[-1]) + 1
-        new = pd.concat([model.history, new], ignore_index=True)
-    model.history = new
+    new, old = pd.DataFrame(rows), model.history.table
+    if continued and len(old) and len(new):
+        new["epoch"] += int(old["epoch"].iloc[-1]) + 1
+        new = pd.concat([old, new], ignore_index=True)
+    model.history = TrainingHistory(new)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by a signal (SIGINT: Ctrl+C; SIGTERM: a scheduler's or a
+    pipeline's stop). The model keeps the weights it had reached and its history the
+    epochs that ended; ``checkpoint`` is the last complete checkpoint (None without
+    ``checkpoint_dir``), from which ``resume=True`` continues."""
+
+    def __init__(self, signal_name: str, epoch: int, checkpoint: str | None):
+        self.signal_name, self.epoch, self.checkpoint = signal_name, epoch, checkpoint
+        where = (
+            f"the checkpoint {checkpoint} is whole: resume=True (--resume) continues from it"
+            if checkpoint is not None
+            else "no checkpoint was kept (checkpoint_dir= / --checkpoint-dir DIR keeps one "
+            "that a stopped run resumes from)"
+        )
+        super().__init__(f"training stopped by {signal_name} during epoch {epoch + 1}; {where}.")
+
+    @property
+    def exit_status(self) -> int:
+        """A shell's status for a process ended by this signal (128 + its number)."""
+        return 128 + int(getattr(signal, self.signal_name))
 
 
 def _fit(
     plan, train_loader, val_loader, callbacks, max_epochs, max_steps, fit: Fit,
     checkpointing=False, ckpt_path=None,
 ) -> L.Trainer:  # fmt: skip
-    """One Lightning fit of ``plan``; returns its trainer."""
-    with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()):
+    """One Lightning fit of ``plan``; returns its trainer. A signal that stops it is a
+    :class:`TrainingInterrupted` (Lightning ends SIGTERM with status 0 and Ctrl+C with
+    ``sys.exit``, and leaves Ctrl+C ignored afterwards)."""
+    with _quiet_lightning(), torch.random.fork_rng(devices=_cuda_devices()), _sigint_kept():
         trainer = L.Trainer(
             max_epochs=max_epochs,
             max_steps=-1 if max_steps is None else max_steps,
@@ -291,8 +337,36 @@ def _fit(
             limit_val_batches=1.0 if val_loader is not None else 0,
         )
         torch.manual_seed(fit.seed)
-        trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
+        except SystemExit as stop:
+            if not trainer.interrupted:
+                raise
+            name = "SIGTERM" if isinstance(stop, SIGTERMException) else "SIGINT"
+            epoch, ckpt = trainer.current_epoch, _last_checkpoint(trainer)
+            raise TrainingInterrupted(name, epoch, ckpt) from None
     return trainer
+
+
+def _last_checkpoint(trainer) -> str | None:
+    """The path of the checkpoint a stopped fit left, where it keeps one."""
+    ckpt = trainer.checkpoint_callback
+    path = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+    return path if path and Path(path).exists() else None
+
+
+@contextlib.contextmanager
+def _sigint_kept():
+    """Ctrl+C's handler as it was before a fit, whatever the fit set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def default_epochs(n_cells: int) -> int:
@@ -322,6 +396,20 @@ def _resume_path(resume, checkpoint_dir) -> str | None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
     return str(path)
+
+
+def _check_resumable(path: str, max_epochs: int) -> None:
+    """A checkpoint further on than ``max_epochs`` cannot be resumed: say so in the
+    package's terms (Lightning's own error names its Trainer)."""
+    from ..readers import ReadError
+
+    done = int(read_checkpoint(path).get("epoch", 0))
+    if done > max_epochs:
+        raise ReadError(
+            path,
+            f"the checkpoint has trained {done} epochs, more than max_epochs={max_epochs} "
+            f"(--epochs): resume with at least {done}, the total the run should reach.",
+        )
 
 
 def _target_device(accelerator: str, devices) -> torch.device:

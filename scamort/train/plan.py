@@ -208,3 +208,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return read_checkpoint(path, map_location)
+
+
+def read_checkpoint(path, map_location=None) -> dict:
+    """A training checkpoint, read as tensors, numbers and strings only
+    (``weights_only=True``: a tampered file cannot run code); a file that is not one
+    is a :class:`~scamort.ReadError` naming it."""
+    from ..readers import ReadError
+
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise ReadError(
+            str(path),
+            f"is not a training checkpoint scamort can read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); remove it to start afresh.",
+        ) from None
