@@ -114,6 +114,7 @@ def _load(args):
         {_unique_stem(p, inputs): p for p, _ in inputs},
         modalities=[k for _, k in inputs],
         names={k: v for k, v in names.items() if v is not None},
+        min_shared=args.min_shared,
     )
     return data, True
 

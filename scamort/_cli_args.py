@@ -112,6 +112,14 @@ def _data_arguments(fit: argparse.ArgumentParser) -> None:
         "categorical covariate, beside --batch-key",
     )
     fit.add_argument(
+        "--min-shared",
+        type=float,
+        default=0.5,
+        metavar="FRACTION",
+        help="with several inputs: the least fraction of an input's genes (or peaks) the "
+        "inputs must share (default 0.5); fewer is an error naming the likely cause",
+    )
+    fit.add_argument(
         "--modality",
         action="append",
         default=[],

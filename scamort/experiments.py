@@ -48,6 +48,7 @@ def combine(
     names: Mapping[str, str] | None = None,
     rna_key: str | None = None,
     atac_key: str | None = None,
+    min_shared: float = 0.5,
 ) -> md.MuData:
     """One MuData from separate experiments, ready for ``SCAMORT.setup_mudata``.
 
@@ -72,6 +73,11 @@ def combine(
         The name of each kind's modality in the result, ``{kind: name}`` (default: the
         kind's name, ``rna``, ``atac``). ``rna_key`` / ``atac_key`` still work in this
         release (deprecated).
+    min_shared
+        The least fraction of an experiment's features of a kind that the experiments
+        must share. Fewer is a :class:`~scamort.DataError` that names the likely cause
+        (names that differ in case, Ensembl IDs against symbols, version suffixes, peaks
+        written differently); pass a lower value when the panels truly differ.
 
     Returns
     -------
@@ -103,7 +109,7 @@ def combine(
     for kind, pieces in parts.items():
         if not pieces:
             continue
-        shared = _shared_features(kind, pieces)
+        shared = _shared_features(kind, pieces, min_shared)
         subset = {}
         for name, a in pieces.items():
             if a.n_vars > len(shared):
@@ -284,7 +290,7 @@ def _cell_table(data) -> pd.DataFrame:
     return obs
 
 
-def _shared_features(kind: str, pieces: dict[str, ad.AnnData]) -> pd.Index:
+def _shared_features(kind: str, pieces: dict[str, ad.AnnData], min_shared: float) -> pd.Index:
     for n, a in pieces.items():
         if not a.var_names.is_unique:
             dup = a.var_names[a.var_names.duplicated()].unique()[:3].tolist()
@@ -296,10 +302,75 @@ def _shared_features(kind: str, pieces: dict[str, ad.AnnData]) -> pd.Index:
     shared = first
     for a in pieces.values():
         shared = shared[shared.isin(a.var_names)]
-    if len(shared) == 0:
+    worst = min(pieces, key=lambda n: len(shared) / max(pieces[n].n_vars, 1))
+    if len(shared) == 0 or len(shared) < min_shared * pieces[worst].n_vars:
+        examples = ", ".join(f"{n}: e.g. {a.var_names[:2].tolist()}" for n, a in pieces.items())
         raise DataError(
-            f"the experiments holding {kind} share no feature names ("
-            + ", ".join(f"{n}: e.g. {a.var_names[:2].tolist()}" for n, a in pieces.items())
-            + "); map them to common names (gene symbols, or peaks on one reference) first."
+            f"the experiments holding {kind} share {len(shared)} feature names, "
+            f"{len(shared) / max(pieces[worst].n_vars, 1):.0%} of {worst!r}'s "
+            f"{pieces[worst].n_vars} ({examples}). {_likely_cause(pieces)}"
+            + (
+                f" If the experiments truly measured different features, pass min_shared= "
+                f"(now {min_shared}; --min-shared) lower to keep the {len(shared)} they share."
+                if len(shared)
+                else ""
+            )
         )
     return shared
+
+
+def _likely_cause(pieces: dict[str, ad.AnnData]) -> str:
+    """Why experiments share few feature names, guessed from how their names differ."""
+    names = {n: pd.Index(a.var_names.astype(str)) for n, a in pieces.items()}
+
+    def overlap(f) -> int:
+        sets = [set(map(f, v)) for v in names.values()]
+        return len(set.intersection(*sets))
+
+    plain = overlap(lambda x: x)
+    ensembl = {n: float(v.str.match(r"ENS[A-Z]*G\d").mean()) for n, v in names.items()}
+    if max(ensembl.values()) > 0.5 > min(ensembl.values()):
+        ids = [n for n, f in ensembl.items() if f > 0.5]
+        column = _column_with_names(pieces, names)
+        fix = (
+            f" adata.var_names = adata.var[{column[1]!r}] of {column[0]!r} gives them one kind"
+            if column
+            else ""
+        )
+        return (
+            f"Likely cause: {ids} name features by Ensembl ID and the others by symbol; "
+            f"use one kind of name in all.{fix}"
+        )
+    if overlap(str.upper) > 2 * plain:
+        return (
+            "Likely cause: the names differ in case (e.g. 'Gapdh' against 'GAPDH': mouse "
+            "against human symbols, or a tool that upper-cases); make the case agree, "
+            "or map orthologues if the species differ."
+        )
+    if overlap(lambda x: x.split(".")[0]) > 2 * plain:
+        return (
+            "Likely cause: the IDs carry version suffixes in some experiments (ENSG...1.5 "
+            "against ENSG...1); strip them (var_names.str.split('.').str[0])."
+        )
+    if overlap(lambda x: x.replace("-", ":").replace("_", ":")) > 2 * plain:
+        return (
+            "Likely cause: the peaks are written differently (chr1:100-200 against "
+            "chr1-100-200 or chr1_100_200); write them one way."
+        )
+    if all(v.str.match(r"(chr)?[0-9XYMT]+[:_-]\d+[-_]\d+").mean() > 0.5 for v in names.values()):
+        return (
+            "Likely cause: the peaks were called separately; call them once on all "
+            "experiments (or map each experiment's fragments onto one peak set)."
+        )
+    return "Likely cause: different panels or references (genome annotation versions)."
+
+
+def _column_with_names(pieces, names) -> tuple[str, str] | None:
+    """(experiment, var column) whose values are the names another experiment uses."""
+    for n, a in pieces.items():
+        others = set().union(*(set(v) for m, v in names.items() if m != n))
+        for col in a.var.columns:
+            values = a.var[col].astype(str)
+            if values.isin(others).mean() > 0.5:
+                return n, col
+    return None

@@ -171,8 +171,38 @@ def test_combine_errors_name_the_fix(tiny_mdata):
     assert set(out.mod) == {"rna", "atac"}
     other = atac.copy()
     other.var_names = [f"chr9:{i}-{i + 10}" for i in range(other.n_vars)]
-    with pytest.raises(DataError, match="share no feature names"):
+    with pytest.raises(DataError, match="share 0 feature names"):
         scamort.combine({"y": atac, "z": other}, modalities={"y": "atac"})
+
+
+@pytest.mark.parametrize(
+    "rename, cause",
+    [
+        (lambda names: [n.upper() for n in names], "differ in case"),
+        (lambda names: [f"ENSMUSG{i:011d}" for i in range(len(names))], "Ensembl ID.*gene_ids"),
+        (lambda names: [f"{n}.7" for n in names], "version suffixes"),
+    ],
+)
+def test_combine_that_would_lose_most_features_names_the_likely_cause(tiny_mdata, rename, cause):
+    """Experiments whose gene names differ in how they are written would keep a handful of
+    genes; combine refuses with the likely cause, and min_shared= lowers the bar."""
+    multiome, rna, _ = _experiments(tiny_mdata)
+    rna = rna.copy()
+    keep = list(rna.var_names[:2])  # two genes keep their names, the rest are rewritten
+    rna.var["gene_ids"] = [f"ENSMUSG{i:011d}" for i in range(rna.n_vars)]
+    if "Ensembl" in cause:
+        multiome["rna"].var["gene_ids"] = rna.var["gene_ids"].to_numpy()
+        rna.var_names = rename(rna.var_names)
+    else:
+        rna.var_names = keep + rename(list(rna.var_names[2:]))
+    with pytest.raises(DataError, match=cause):
+        scamort.combine({"multi": multiome, "cells": rna}, modalities={"cells": "rna"})
+    if "Ensembl" not in cause:
+        with pytest.warns(UserWarning, match="kept 2 shared features"):
+            out = scamort.combine(
+                {"multi": multiome, "cells": rna}, modalities={"cells": "rna"}, min_shared=0
+            )
+        assert out["rna"].n_vars == 2
 
 
 def test_fit_several_inputs_with_dataset_covariate(tiny_mdata, tmp_path):

@@ -268,3 +268,30 @@ def test_an_interrupted_train_keeps_its_epochs_and_ctrl_c(tiny_mdata, monkeypatc
         model.train(max_epochs=10, progress_bar=False)
     assert signal.getsignal(signal.SIGINT) is handler
     assert len(model.history.table) == 3
+
+
+def test_paired_cells_with_an_empty_atac_row_are_embedded_from_their_rna(tiny_mdata):
+    """A paired cell whose ATAC row holds no count (a failed library) is said and treated
+    as not measured in ATAC: its ATAC embedding is missing, not one point shared by every
+    such cell, and its joint embedding follows its RNA."""
+    data = tiny_mdata.copy()
+    status = data.obs["modality"].to_numpy()
+    paired = np.flatnonzero(status == "paired")[:4]
+    names = data.obs_names[paired]
+    atac = data["atac"]
+    rows = atac.obs_names.get_indexer(names)
+    X = atac.X.tolil()
+    for r in rows:
+        X[r, :] = 0
+    atac.X = X.tocsr()
+    atac.X.eliminate_zeros()
+    with pytest.warns(DataWarning, match=r"4 cells are in modality 'atac' with no counts"):
+        SCAMORT.setup_mudata(data, batch_key="batch")
+    model = SCAMORT(data)
+    model.train(max_epochs=2, progress_bar=False)
+    z_atac = model.get_latent_representation(modality="atac")
+    assert np.isnan(z_atac[paired]).all()
+    others = np.flatnonzero(status == "paired")[4:]
+    assert np.isfinite(z_atac[others]).all()
+    z = model.get_latent_representation()
+    assert np.isfinite(z[paired]).all() and len(np.unique(z[paired].round(5), axis=0)) == 4

@@ -6,11 +6,13 @@ alike, so both apply the same checks.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DataError
+from .errors import DataError, DataWarning
 
 
 def as_counts(X, where: str) -> sp.csr_matrix:
@@ -60,8 +62,12 @@ def align_rows(X: sp.csr_matrix, pos: np.ndarray, n: int) -> sp.csr_matrix:
 
 def check_cells_have_counts(
     obs_names: pd.Index, x: dict[str, sp.csr_matrix], mask: np.ndarray
-) -> None:
-    """Raise if a cell has no count in every modality it has (nothing to embed it from)."""
+) -> np.ndarray:
+    """Raise if a cell has no count in every modality it has (nothing to embed it from).
+    Returns ``mask`` with a modality of a cell that has no count in it but has counts in
+    another set to not measured (said in one :class:`DataWarning` per modality): an empty
+    profile (a failed library) says nothing of the cell, and as data it would draw every
+    such cell to one point of that modality's expert."""
     has_counts = np.stack([np.diff(X.indptr) > 0 for X in x.values()], axis=1)
     empty = ~(has_counts & mask).any(1)
     if empty.any():
@@ -70,3 +76,15 @@ def check_cells_have_counts(
             f"{obs_names[empty][:3].tolist()}). Remove them, e.g. scanpy.pp.filter_cells("
             "adata, min_counts=1) on each modality."
         )
+    hollow = mask & ~has_counts
+    for j, m in enumerate(x):
+        if hollow[:, j].any():
+            cells = obs_names[hollow[:, j]]
+            warnings.warn(
+                f"{len(cells)} cells are in modality {m!r} with no counts there (e.g. "
+                f"{cells[:3].tolist()}); they are treated as not measured in {m!r} (embedded "
+                "from their other modalities, their profile imputed).",
+                DataWarning,
+                stacklevel=4,
+            )
+    return mask & has_counts

@@ -93,7 +93,7 @@ def query_cells(data, spec: DataSpec, modality: str | None = None) -> tuple[Data
             x[m] = align_rows(_counts(mods[m], spec.layers[j], m), pos, n)
         else:
             x[m] = sp.csr_matrix((n, len(f)), dtype=np.float32)
-    check_cells_have_counts(cells, x, mask)
+    mask = check_cells_have_counts(cells, x, mask)
     categories, cov = [], np.zeros((n, len(spec.categories)), dtype=np.int64)
     for k, (key, known) in enumerate(zip(spec.covariate_keys, spec.categories)):
         if key is None:

@@ -326,7 +326,7 @@ def to_cell_data(data: Data, spec: DataSpec, chunk_size: int = 4096) -> CellData
         m: align_rows(_counts(mods[m], spec.layers[j], m), pos[m], len(cells))
         for j, m in enumerate(spec.modalities)
     }
-    check_cells_have_counts(cells, x, mask)
+    mask = check_cells_have_counts(cells, x, mask)
     return CellData(cells, x, mask, cov)
 
 
