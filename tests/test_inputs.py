@@ -316,6 +316,7 @@ def test_shipped_snareseq_file_sets_up_as_published():
     with pytest.warns(
         scamort.EmptyFeaturesWarning, match="990 of 25734 features of modality 'atac'"
     ):
-        spec = scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+        scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
+    spec = scamort.SCAMORT.get_setup(mdata)
     assert len(spec.features[1]) == 25734
     assert scamort.datasets.snareseq_mouse_cortex()["atac"].n_vars == 25734

@@ -78,7 +78,8 @@ def test_no_branch_on_a_kind_or_likelihood_outside_the_registry():
 
 def test_setup_mudata_registers_every_modality_its_name_places(tiny_mdata):
     data = _renamed(tiny_mdata, {"rna": "gex", "atac": "chromatin"})
-    spec = SCAMORT.setup_mudata(data, batch_key="batch")
+    SCAMORT.setup_mudata(data, batch_key="batch")
+    spec = SCAMORT.get_setup(data)
     assert spec.modalities == ("gex", "chromatin") and spec.kinds == ("rna", "atac")
     assert spec.declaration("chromatin") == Modality("atac", name="chromatin")
 
@@ -87,7 +88,8 @@ def test_a_name_that_says_no_kind_is_refused_with_how_to_declare_it(tiny_mdata):
     data = _renamed(tiny_mdata, {"rna": "rna", "atac": "assay2"})
     with pytest.raises(DataError, match=r"modality 'assay2'.*modalities=\{'assay2': 'rna'"):
         SCAMORT.setup_mudata(data)
-    spec = SCAMORT.setup_mudata(data, {"rna": "rna", "assay2": "atac"})
+    SCAMORT.setup_mudata(data, {"rna": "rna", "assay2": "atac"})
+    spec = SCAMORT.get_setup(data)
     assert spec.kinds == ("rna", "atac")
 
 

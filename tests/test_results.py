@@ -218,3 +218,55 @@ def test_default_refinement_follows_the_options(trained):
     # without the prior, "auto" gives the amortized embedding, not an error
     z = trained.get_latent_representation(prior=False, refine_steps="auto")
     np.testing.assert_array_equal(z, trained.get_latent_representation(prior=False, refine_steps=0))
+
+
+def test_scvi_tools_summaries_agree_with_each_other(trained):
+    """get_elbo is one number (the mean of the per-cell values); the importance-weighted
+    marginal log-likelihood lies above the ELBO; the reconstruction error is lower on
+    the trained model than on the same architecture untrained."""
+    cells = np.arange(200)
+    per_cell = trained.get_elbo(indices=cells, return_mean=False)
+    mean = trained.get_elbo(indices=cells)
+    assert isinstance(mean, float) and np.isclose(mean, per_cell.mean())
+    mll = trained.get_marginal_ll(indices=cells, n_mc_samples=100, return_mean=False)
+    _, sixteen = trained.get_latent_representation(indices=cells, return_elbo=True)
+    assert mll.shape == (200,) and mll.mean() > mean
+    assert (mll > sixteen["elbo_amortized"].to_numpy()).mean() > 0.9  # ELBO of 16 draws
+    rec = trained.get_reconstruction_error(indices=cells)
+    parts = {f"reconstruction_loss_{m}" for m in ("rna", "atac")}
+    assert set(rec) == {"reconstruction_loss", *parts}
+    fresh = scamort.SCAMORT(trained.data, seed=0)
+    fresh_rec = fresh.get_reconstruction_error(indices=cells)
+    assert all(rec[k] < fresh_rec[k] for k in rec)
+    status = trained.data.obs["modality"].to_numpy()[cells]
+    per = trained.get_reconstruction_error(indices=cells, return_mean=False)
+    assert np.isnan(per["reconstruction_loss_rna"][status == "atac_only"]).all()
+    assert np.isfinite(per["reconstruction_loss_rna"][status != "atac_only"]).all()
+
+
+def test_posterior_predictive_counts_follow_each_cells_depth(trained):
+    """Counts drawn from the model are non-negative integers (ATAC: 0/1 for the Bernoulli
+    model) whose totals follow each cell's observed depth; the NB mean from
+    get_likelihood_parameters sums to the cell's library; cells without RNA are drawn at
+    the median depth."""
+    cells = np.sort(np.random.default_rng(0).choice(trained.data.n_obs, 300, replace=False))
+    status = trained.data.obs["modality"].to_numpy()[cells]
+    rna = trained.data["rna"]
+    has = status != "atac_only"
+    names = trained.data.obs_names[cells][has]
+    observed = np.asarray(rna[names].X.sum(1)).ravel()
+    draws = trained.posterior_predictive_sample(modality="rna", indices=cells, n_samples=2)
+    dense = draws.todense()
+    assert dense.shape == (300, rna.n_vars, 2)
+    assert (dense >= 0).all() and np.array_equal(dense, np.round(dense))
+    totals = dense.sum((1, 2))[has] / 2
+    assert np.corrcoef(np.log1p(totals), np.log1p(observed))[0, 1] > 0.8
+    params = trained.get_likelihood_parameters(modality="rna", indices=cells, give_mean=True)
+    assert set(params) == {"mean", "dispersions"}
+    np.testing.assert_allclose(params["mean"].sum(1)[has], observed, rtol=1e-3)
+    imputed = params["mean"].sum(1)[~has]
+    assert np.allclose(imputed, np.median(imputed)) and imputed[0] > 0
+    atac = trained.posterior_predictive_sample(modality="atac", indices=cells).todense()
+    assert set(np.unique(atac)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="say which with modality="):
+        trained.get_likelihood_parameters()

@@ -75,7 +75,8 @@ def test_written_simulation_equals_the_in_memory_one(sim_file):
 
 def test_backed_chunks_read_the_same_counts_as_memory(sim_file):
     disk = md.read_h5mu(sim_file, backed=True)
-    spec = scamort.SCAMORT.setup_mudata(disk, batch_key="batch", chunk_size=200)
+    scamort.SCAMORT.setup_mudata(disk, batch_key="batch", chunk_size=200)
+    spec = scamort.SCAMORT.get_setup(disk)
     cells = scamort.model.registry.registered(disk)[1]
     assert isinstance(cells, BackedCells) and len(cells.chunks()) == 8
     mem = scamort.data.to_cell_data(md.read_h5mu(sim_file), spec)

@@ -97,7 +97,8 @@ def test_sparse_poisson_matches_dense():
 
 
 def test_resident_and_streamed_loaders_give_the_same_batches(tiny_mdata):
-    spec = scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    spec = scamort.SCAMORT.get_setup(tiny_mdata)
     model = scamort.SCAMORT(tiny_mdata, n_hidden=8)
     store: CellTensors = model._cells.tensors
     idx = np.arange(store.n_cells)

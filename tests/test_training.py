@@ -84,7 +84,8 @@ def test_decoders_refuse_options_they_do_not_have():
 def test_load_leaves_the_datas_registration_alone(tiny_mdata, tmp_path):
     scamort.SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
     scamort.SCAMORT(tiny_mdata, n_hidden=16).save(tmp_path / "m")
-    spec = scamort.SCAMORT.setup_mudata(tiny_mdata)  # the user's own setup, no batch
+    scamort.SCAMORT.setup_mudata(tiny_mdata)  # the user's own setup, no batch
+    spec = scamort.SCAMORT.get_setup(tiny_mdata)
     scamort.SCAMORT.load(tmp_path / "m", tiny_mdata)
     assert scamort.SCAMORT(tiny_mdata, n_hidden=16).spec == spec
 

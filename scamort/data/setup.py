@@ -42,6 +42,13 @@ class DataSpec:
     def kinds(self) -> tuple[str, ...]:
         return tuple(d.kind for d in self.declared)
 
+    def __repr__(self) -> str:  # short: the features are many
+        mods = ", ".join(
+            f"{m}: {d.kind}, {len(f)} features"
+            for m, d, f in zip(self.modalities, self.declared, self.features)
+        )
+        return f"DataSpec({mods}; batch_key={self.batch_key!r})"
+
     @property
     def layers(self) -> tuple[str | None, ...]:
         """Where each modality's raw counts live (None: ``.X``)."""

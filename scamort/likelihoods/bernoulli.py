@@ -53,6 +53,15 @@ class PeakBernoulli(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return log_bernoulli(value, self.log_p)
 
+    @torch.no_grad()
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        sample_shape = torch.Size(sample_shape)
+        return torch.bernoulli(self.log_p.exp().expand(sample_shape + self.batch_shape))
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """``mean``: the probability that the region is open in the cell."""
+        return {"mean": self.mean}
+
 
 # Rows per chunk of the fused likelihood: about 2^20 entries, so the temporaries of a
 # chunk stay in cache and no (cells x peaks) temporary is ever formed whole.

@@ -55,6 +55,18 @@ class NegativeBinomial(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return log_nb(value, self.log_mu, self.log_theta)
 
+    @torch.no_grad()
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        """Counts drawn as a gamma-Poisson mixture (mean mu, inverse dispersion theta)."""
+        sample_shape = torch.Size(sample_shape)
+        theta = self.log_theta.exp().expand(sample_shape + self.batch_shape)
+        rate = torch.distributions.Gamma(theta, theta / self.log_mu.exp()).sample()
+        return torch.poisson(rate)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """scvi-tools' names: ``mean`` and ``dispersions`` (theta)."""
+        return {"mean": self.mean, "dispersions": self.log_theta.exp()}
+
 
 class ZeroInflatedNegativeBinomial(NegativeBinomial):
     """Thin distribution around :func:`log_zinb`."""
@@ -71,3 +83,19 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return log_zinb(value, self.log_mu, self.log_theta, self.zi_logits)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        sample_shape = torch.Size(sample_shape)
+        counts = super().sample(sample_shape)
+        dropped = torch.bernoulli(torch.sigmoid(self.zi_logits).expand_as(counts))
+        return counts * (1 - dropped)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """scvi-tools' names: ``mean`` (of the NB, before dropout), ``dispersions``,
+        ``dropout`` (the zero-inflation probability)."""
+        return {
+            "mean": self.log_mu.exp(),
+            "dispersions": self.log_theta.exp(),
+            "dropout": torch.sigmoid(self.zi_logits),
+        }

@@ -31,3 +31,11 @@ class Poisson(Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return log_poisson(value, self.log_rate)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        sample_shape = torch.Size(sample_shape)
+        return torch.poisson(self.log_rate.exp().expand(sample_shape + self.batch_shape))
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean}

@@ -26,6 +26,7 @@ from . import (
     persistence,
     query,
     registry,
+    sampling,
     training,
     values,
 )
@@ -140,6 +141,12 @@ class SCAMORT:
     # ---- setup (registry.py) -------------------------------------------------------------
     setup_mudata = staticmethod(registry.setup_mudata)
     setup_anndata = staticmethod(registry.setup_anndata)
+    get_setup = staticmethod(registry.get_setup)
+    view_setup = staticmethod(registry.view_setup)
+
+    def view_anndata_setup(self) -> None:
+        """Print the model's registered data: modalities, columns, cells per pattern."""
+        print(registry.setup_summary(self.spec, self._cells))
 
     # ---- training (training.py) ----------------------------------------------------------
     train = training.train
@@ -164,7 +171,13 @@ class SCAMORT:
 
     # ---- diagnostics (diagnostics.py) ----------------------------------------------------
     get_elbo = diagnostics.get_elbo
+    get_reconstruction_error = diagnostics.get_reconstruction_error
+    get_marginal_ll = diagnostics.get_marginal_ll
     get_gaps = diagnostics.get_gaps
+
+    # ---- draws from the model (sampling.py) ----------------------------------------------
+    posterior_predictive_sample = sampling.posterior_predictive_sample
+    get_likelihood_parameters = sampling.get_likelihood_parameters
 
     # ---- save / load (persistence.py) ----------------------------------------------------
     save = persistence.save

@@ -18,6 +18,7 @@ restricts both groups to the cells that measured the modality.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
@@ -118,7 +119,7 @@ def differential(
     batchid1: list[str] | None = None,
     batchid2: list[str] | None = None,
     fdr_target: float = 0.05,
-    silent: bool = True,
+    silent: bool = False,
     data: Data | None = None,
     observed_only: bool = False,
     seed: int = 0,
@@ -137,7 +138,8 @@ def differential(
     ``batch_correction=True`` decodes every cell in each batch (``batchid1`` /
     ``batchid2``) and compares like with like; ``pseudocounts`` and the other options of
     :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors` pass through
-    ``kwargs``.
+    ``kwargs``. Progress is shown (a bar over the comparisons, and one over the cells
+    decoded when that lasts); ``silent=True`` hides it.
 
     Every cell is used, cells lacking the modality through their imputed values; with
     ``observed_only=True`` only the cells that measured it. Samples are drawn from
@@ -166,29 +168,31 @@ def differential(
     for b in [*(batchid1 or []), *(batchid2 or [])]:
         inf.batch_code(b)  # an unknown batch name is an error naming the batches
     binary = self.module.decoders[modality].binary_observations
-    result = _de_core(
-        _Registry(table, counts, self.spec.categories[BATCH]),
-        model_fn=_sampler(self, modality, cells, positions, seed, batch_size or 1024),
-        representation_fn=lambda adata, indices: self.get_latent_representation(
-            data, indices=positions[np.asarray(indices)], refine_steps=0
-        ),
-        groupby=groupby,
-        group1=group1,
-        group2=group2,
-        idx1=idx1,
-        idx2=idx2,
-        all_stats=all_stats,
-        all_stats_fn=_raw_stats(counts, cells.mask[positions, j], binary),
-        col_names=list(self.spec.features[j]),
-        mode=mode,
-        batchid1=batchid1,
-        batchid2=batchid2,
-        delta=kind.differential_delta if delta is None else delta,
-        batch_correction=batch_correction and self.spec.batch_key is not None,
-        fdr=fdr_target,
-        silent=silent,
-        **kwargs,
-    )
+    one = idx1 is not None or (group1 is not None and np.size(group1) == 1)
+    with inf.step(f"differential {modality}: decoding cells", not silent):
+        result = _de_core(
+            _Registry(table, counts, self.spec.categories[BATCH]),
+            model_fn=_sampler(self, modality, cells, positions, seed, batch_size or 1024),
+            representation_fn=lambda adata, indices: self.get_latent_representation(
+                data, indices=positions[np.asarray(indices)], refine_steps=0
+            ),
+            groupby=groupby,
+            group1=group1,
+            group2=group2,
+            idx1=idx1,
+            idx2=idx2,
+            all_stats=all_stats,
+            all_stats_fn=_raw_stats(counts, cells.mask[positions, j], binary),
+            col_names=list(self.spec.features[j]),
+            mode=mode,
+            batchid1=batchid1,
+            batchid2=batchid2,
+            delta=kind.differential_delta if delta is None else delta,
+            batch_correction=batch_correction and self.spec.batch_key is not None,
+            fdr=fdr_target,
+            silent=silent or one,  # its bar counts comparisons: one says nothing
+            **kwargs,
+        )
     if kind.differential_table is None:
         return result
     return kind.differential_table(result, mode, fdr_target)
@@ -266,3 +270,15 @@ def differential_accessibility(
     """
     atac = self._inference.modality_of("atac")
     return self.differential(atac, groupby, group1, group2, **kwargs)
+
+
+def _signature_of_differential(wrapper) -> None:
+    """``wrapper`` shows :func:`differential`'s parameters, ``modality`` left out (the
+    wrapper names it), so ``help()`` and the API docs list every argument it takes."""
+    sig = inspect.signature(differential)
+    params = [p for p in sig.parameters.values() if p.name not in ("modality", "kwargs")]
+    wrapper.__signature__ = sig.replace(parameters=[*params, sig.parameters["kwargs"]])
+
+
+_signature_of_differential(differential_expression)
+_signature_of_differential(differential_accessibility)

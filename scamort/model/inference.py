@@ -36,6 +36,11 @@ class Inference:
         # backed data are read in chunks of this many cells: new data passed to a result
         # method are read the same way as the training data
         self.chunk_size = chunk_size
+        # the long step running (its label; "" when its bar is off) and whether its bar is
+        # shown: see step()
+        self._step: str | None = None
+        self._bar = None  # the open bar, and how far it moved within the current minibatch
+        self._ticked = 0.0
 
     @property
     def device(self) -> torch.device:
@@ -49,15 +54,61 @@ class Inference:
             return self.cells
         return to_cell_data(data, self.spec, self.chunk_size)
 
+    @contextlib.contextmanager
+    def step(self, label: str, show: bool = True):
+        """Inside, the minibatches of ``batches`` show a progress bar labelled ``label``,
+        counting cells, once the loop has run 2 seconds (quick calls stay silent);
+        ``show=False``: none. A step inside another is part of it (no bar of its own)."""
+        if self._step is not None:
+            yield
+            return
+        self._step = label if show else ""
+        try:
+            yield
+        finally:
+            self._step = None
+
     def batches(self, cells: Cells, indices, batch_size: int) -> Iterator[dict]:
         """Minibatches on the module's device, by the same paths as training (backed data:
-        read from disk one chunk of cells at a time); the module is put in eval mode."""
+        read from disk one chunk of cells at a time); the module is put in eval mode.
+        Within a :meth:`step`, the outermost loop shows its progress."""
         idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
         self.module.eval()
+        if not self._step or self._bar is not None:
+            yield from self._batches(cells, idx, batch_size)
+            return
+        from .._progress import bar as progress_bar
+
+        self._bar = bar = progress_bar(
+            total=len(idx), desc=self._step, unit="cells", delay=2, dynamic_ncols=True
+        )
+        try:
+            for batch in self._batches(cells, idx, batch_size):
+                self._ticked = 0.0
+                yield batch
+                bar.update(batch["mask_host"].shape[0] - self._ticked)
+        finally:
+            bar.close()
+            self._bar, self._ticked = None, 0.0
+
+    def ticker(self, n_cells: int, n_steps: int):
+        """For a minibatch of ``n_cells`` that takes ``n_steps`` steps (refinement): a
+        function that moves the open bar by its share after each step (None: no bar)."""
+        if self._bar is None or n_steps < 1:
+            return None
+        share = 0.95 * n_cells / n_steps
+
+        def tick():
+            self._ticked += share
+            self._bar.update(share)
+
+        return tick
+
+    def _batches(self, cells: Cells, idx: np.ndarray, batch_size: int) -> Iterator[dict]:
         if isinstance(cells, BackedCells):
             for start in range(0, len(idx), cells.chunk_size):
                 part = cells.take(idx[start : start + cells.chunk_size])
-                yield from self.batches(part, None, batch_size)
+                yield from self._batches(part, np.arange(part.n_cells), batch_size)
             return
         # Each minibatch is gathered on the host and only it is copied to the device: a
         # call on a few cells (get_gaps on 60) must not copy the whole data set to the GPU.

@@ -36,6 +36,7 @@ def get_latent_representation(
     paired: Literal["auto", "product", "average"] = "auto",
     prior: bool | Literal["auto"] = True,
     refine_cells: Literal["auto", "all", "unpaired"] = "auto",
+    progress_bar: bool = True,
 ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
     """Posterior of z for each cell, shape (n_cells, n_latent).
 
@@ -91,13 +92,23 @@ def get_latent_representation(
     benchmarks compare the two. Refinement and ``return_elbo`` work on the posterior
     and need ``prior=True``; ``"auto"`` is False, or True when refining or returning
     the ELBO.
+
+    A call that lasts more than 2 seconds shows a progress bar (``progress_bar=False``:
+    none).
     """
     how = resolve(
         self._inference, modality, paired, prior, refine_steps, refine_cells, return_elbo,
         give_mean=give_mean, batch_size=batch_size, seed=seed,
         lr=refine_lr, samples=refine_samples, tol=refine_tol,
     )  # fmt: skip
-    return embed(self._inference, self._inference.cells_of(data), indices, how)
+    inf = self._inference
+    with inf.step(step_label(how), progress_bar):
+        return embed(inf, inf.cells_of(data), indices, how)
+
+
+def step_label(how: Embedding) -> str:
+    """The progress bar's label of an embedding."""
+    return f"refining posteriors ({how.steps} steps)" if how.steps else "embedding"
 
 
 # Refinement steps of ``refine_steps="auto"``: the screens of
@@ -308,6 +319,7 @@ def refine_rows(inf: Inference, batch, loc, scale, names, how: Embedding, rows=N
             n_samples=how.samples,
             tol=how.tol,
             draws=cell_draws(names, how.seed, loc),
+            on_step=inf.ticker(len(batch["mask_host"]) if rows is None else len(rows), how.steps),
         )
 
 
@@ -323,6 +335,7 @@ def write_latent_representation(
     paired: Literal["auto", "product", "average"] = "auto",
     prior: bool | Literal["auto"] = True,
     refine_cells: Literal["auto", "all", "unpaired"] = "auto",
+    progress_bar: bool = True,
 ) -> None:
     """Put the latent means in ``data.obsm[key]``.
 
@@ -337,9 +350,11 @@ def write_latent_representation(
         batch_size=batch_size, seed=seed, lr=refine_lr,
     )  # fmt: skip
     data = self.data if data is None else data
-    cells = self._inference.cells_of(data)
+    inf = self._inference
+    cells = inf.cells_of(data)
     if not isinstance(cells, BackedCells):
-        data.obsm[key] = embed(self._inference, cells, None, how)
+        with inf.step(step_label(how), progress_bar):
+            data.obsm[key] = embed(inf, cells, None, how)
         return
     f = _writable_file(data)
     group = f.require_group("obsm")
@@ -348,7 +363,8 @@ def write_latent_representation(
     out = group.create_dataset(key, shape=(cells.n_cells, self.config.n_latent), dtype="f4")
     out.attrs["encoding-type"], out.attrs["encoding-version"] = "array", "0.2.0"
     for start, stop in cells.chunks():
-        out[start:stop] = embed(self._inference, cells, np.arange(start, stop), how)
+        with inf.step(f"{step_label(how)}, cells {start}-{stop}", progress_bar):
+            out[start:stop] = embed(inf, cells, np.arange(start, stop), how)
     f.flush()
 
 

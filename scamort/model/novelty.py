@@ -29,6 +29,29 @@ if TYPE_CHECKING:
 CALIBRATION_CELLS = 5000
 
 
+def new_cells(model: SCAMORT, data: Data | None, modality: str | None):
+    """The aligned cells of ``data`` as :meth:`load_query_data` reads a query (any of the
+    model's modalities, features matched by name); its batches must be the model's."""
+    from ..data.errors import DataError
+    from ..data.query import query_cells
+
+    inf = model._inference
+    if data is None or data is model.data:
+        return inf.cells
+    if modality is None and isinstance(data, type(model.data)):
+        return inf.cells_of(data)
+    spec, cells = query_cells(data, model.spec, modality)
+    for key, known, got in zip(spec.covariate_keys, model.spec.categories, spec.categories):
+        if len(got) > len(known):
+            raise DataError(
+                f"obs[{key!r}] of the data has categories the model was not trained on "
+                f"({list(got[len(known) :])[:5]}): map them first with "
+                "SCAMORT.load_query_data(data, model, modality=...) and query.train(), then "
+                "score them with the query model's get_novelty."
+            )
+    return cells
+
+
 def _design(part) -> np.ndarray:
     """(n, 1 + 2M) for the cells of ``part``: intercept, and per modality [has it, has it
     * log1p(total count)]."""
@@ -49,7 +72,7 @@ def _patterns(cells, idx) -> np.ndarray:
     return np.array(["".join("1" if v else "0" for v in row) for row in cells.mask[idx]])
 
 
-def novelty_calibration(model: SCAMORT, seed: int = 0) -> dict:
+def novelty_calibration(model: SCAMORT, seed: int = 0, progress_bar: bool = True) -> dict:
     """The training cells' ELBO-on-depth fit, one per modality pattern (paired,
     RNA-only, ...), whose residual spreads differ (computed once, then kept with the
     model). A query model's is the reference's training cells' (its reference weights
@@ -62,7 +85,8 @@ def novelty_calibration(model: SCAMORT, seed: int = 0) -> dict:
     cells = inf.cells
     n = min(cells.n_cells, CALIBRATION_CELLS)
     pick = np.sort(np.random.default_rng(seed).choice(cells.n_cells, n, replace=False))
-    _, elbos = embed(inf, cells, pick, Embedding(return_elbo=True, seed=seed))
+    with inf.step("novelty: calibrating on the training cells (once)", progress_bar):
+        _, elbos = embed(inf, cells, pick, Embedding(return_elbo=True, seed=seed))
     design = _design(_cell_subset(cells, pick))
     y = elbos["elbo_amortized"].to_numpy()
     patterns = _patterns(cells, pick)
@@ -79,10 +103,12 @@ def novelty_calibration(model: SCAMORT, seed: int = 0) -> dict:
 def get_novelty(
     self: SCAMORT,
     data: Data | None = None,
+    modality: str | None = None,
     indices: np.ndarray | None = None,
     refine_steps: int = 20,
     batch_size: int = 1024,
     seed: int = 0,
+    progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Per cell, how poorly the model explains it: a score for cells it has not seen.
 
@@ -92,15 +118,22 @@ def get_novelty(
     model does not explain), ``refinement_gain`` (ELBO gained by ``refine_steps`` steps
     of per-cell refinement: the amortization gap left on the cell; 0 skips it).
 
+    ``data`` takes what :meth:`load_query_data` takes: a MuData with any of the model's
+    modalities, or an AnnData of one modality (``modality`` names it), its features
+    matched to the model's by name. Cells of batches the model was not trained on are
+    scored on a query model (``load_query_data``, then ``train``).
+
     On a query model (:meth:`load_query_data`) the reference's calibration is used, so
-    query cells are scored against the reference's training cells.
+    query cells are scored against the reference's training cells. The calibration is
+    computed at the first call (embedding up to 5,000 training cells) and kept.
     """
-    cal = novelty_calibration(self)
+    cal = novelty_calibration(self, progress_bar=progress_bar)
     inf = self._inference
-    cells = inf.cells_of(data)
+    cells = new_cells(self, data, modality)
     idx = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
     how = Embedding(batch_size=batch_size, steps=refine_steps, return_elbo=True, seed=seed)
-    _, elbos = embed(inf, cells, idx, how)
+    with inf.step(f"novelty ({refine_steps} refinement steps)", progress_bar):
+        _, elbos = embed(inf, cells, idx, how)
     design = _design(_cell_subset(cells, idx))
     patterns = _patterns(cells, idx)
     unknown = sorted(set(patterns) - set(cal))

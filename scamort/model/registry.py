@@ -33,7 +33,7 @@ def setup_mudata(
     categorical_covariate_keys: list[str] | None = None,
     chunk_size: int = 4096,
     **legacy,
-) -> DataSpec:
+) -> None:
     """Validate and register a MuData whose modalities may hold different cells.
 
     A cell in several registered modalities is paired; a cell in one is unpaired. No
@@ -63,6 +63,9 @@ def setup_mudata(
 
     ``rna_key``, ``atac_key``, ``rna_layer`` and ``atac_layer`` still work in this
     release (with a ``DeprecationWarning``): declare the modalities instead.
+
+    Returns None, as scvi-tools' ``setup_*`` do; :meth:`SCAMORT.view_setup` shows what
+    was registered and :meth:`SCAMORT.get_setup` returns it.
     """
     if modalities is not None and not isinstance(modalities, Mapping):
         raise TypeError(
@@ -74,7 +77,7 @@ def setup_mudata(
     elif modalities is None:
         modalities = _by_name(mdata)
     declared = {m: as_modality(v, m) for m, v in modalities.items()}
-    return _register(mdata, declared, batch_key, categorical_covariate_keys, chunk_size)
+    _register(mdata, declared, batch_key, categorical_covariate_keys, chunk_size)
 
 
 def setup_anndata(
@@ -84,18 +87,19 @@ def setup_anndata(
     batch_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     chunk_size: int = 4096,
-) -> DataSpec:
+) -> None:
     """Validate and register a single-modality AnnData (RNA alone behaves like scVI).
 
     ``modality`` is its kind (``"rna"``, ``"atac"``) or a :class:`~scamort.Modality`
     (kind, layer, likelihood and options); the modality is named after its kind.
     ``layer`` holds the raw counts (``None``: ``.X``, or the Modality's layer). An
-    AnnData read with ``backed="r"`` stays on disk (see :meth:`setup_mudata`).
+    AnnData read with ``backed="r"`` stays on disk (see :meth:`setup_mudata`). Returns
+    None (:meth:`SCAMORT.view_setup` shows what was registered).
     """
     declared = as_modality(modality)
     if layer is not None:
         declared = Modality(declared.kind, layer, **declared.option_dict())
-    return _register(
+    _register(
         adata,
         {declared.kind: declared.named(declared.kind)},
         batch_key,
@@ -156,12 +160,46 @@ def _from_legacy(modalities, legacy: dict) -> dict:
     }
 
 
-def _register(data, declared, batch_key, covariate_keys, chunk_size=4096) -> DataSpec:
+def _register(data, declared, batch_key, covariate_keys, chunk_size=4096) -> None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     spec, cells = register(data, declared, batch_key, tuple(covariate_keys or ()), chunk_size)
     _remember(data, spec, cells)
-    return spec
+
+
+def get_setup(data) -> DataSpec:
+    """What ``setup_*`` registered for ``data``: its modalities (kind, layer,
+    likelihood), batch and covariate columns with their categories, and features."""
+    return registered(data)[0]
+
+
+def view_setup(data) -> None:
+    """Print what ``setup_*`` registered for ``data`` and how many cells have each
+    combination of modalities (scvi-tools' ``view_anndata_setup``)."""
+    spec, cells = registered(data)
+    print(setup_summary(spec, cells))
+
+
+def setup_summary(spec: DataSpec, cells) -> str:
+    """A few lines: the modalities, the columns and the cells per modality pattern."""
+    lines = [f"{'MuData' if spec.is_mudata else 'AnnData'} of {cells.n_cells} cells"]
+    for m, d, f in zip(spec.modalities, spec.declared, spec.features):
+        options = ", ".join(f"{k}={v!r}" for k, v in d.option_dict().items())
+        where = f"layer {d.layer!r}" if d.layer else ".X"
+        lines.append(f"  modality {m!r}: {d.kind}, {len(f)} features, counts in {where}; {options}")
+    for key, cats in zip(spec.covariate_keys, spec.categories):
+        if key is not None:
+            shown = ", ".join(map(str, cats[:8])) + (", ..." if len(cats) > 8 else "")
+            lines.append(f"  obs[{key!r}]: {len(cats)} categories ({shown})")
+    if spec.batch_key is None:
+        lines.append("  batch: none (one batch)")
+    patterns = {}
+    for row in cells.mask:
+        key = " + ".join(m for m, v in zip(spec.modalities, row) if v)
+        patterns[key] = patterns.get(key, 0) + 1
+    for key, n in sorted(patterns.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  cells with {key}: {n}")
+    return "\n".join(lines)
 
 
 def _remember(data, spec: DataSpec, cells: CellData) -> None:

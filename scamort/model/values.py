@@ -23,6 +23,7 @@ def get_normalized(
     batch_size: int = 1024,
     return_numpy: bool = False,
     seed: int = 0,
+    progress_bar: bool = True,
 ) -> pd.DataFrame | np.ndarray:
     """Decoded mean of ``modality`` for every cell, from its joint posterior.
 
@@ -56,21 +57,24 @@ def get_normalized(
     log_size = float(np.log(library_size))
     gen = torch.Generator(device=inf.device).manual_seed(seed)
     out = []
-    for batch in inf.batches(cells, indices, batch_size):
-        q = inf.posterior(batch, "joint")
-        cov = batch["cov"] if code is None else with_batch(batch["cov"], code)
-        if n_samples == 1:
-            z = q.loc[None]
-        else:
-            eps = torch.randn((n_samples, *q.loc.shape), generator=gen, device=q.loc.device)
-            z = q.loc + q.scale * eps
-        means = [
-            decoder.normalized_mean(
-                self.module.generative(zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size))
-            )
-            for zs in z
-        ]
-        out.append(torch.stack(means).mean(0).float().cpu().numpy())
+    with inf.step(f"normalized {modality}", progress_bar):
+        for batch in inf.batches(cells, indices, batch_size):
+            q = inf.posterior(batch, "joint")
+            cov = batch["cov"] if code is None else with_batch(batch["cov"], code)
+            if n_samples == 1:
+                z = q.loc[None]
+            else:
+                eps = torch.randn((n_samples, *q.loc.shape), generator=gen, device=q.loc.device)
+                z = q.loc + q.scale * eps
+            means = [
+                decoder.normalized_mean(
+                    self.module.generative(
+                        zs, cov, modality, zs.new_full((zs.shape[0], 1), log_size)
+                    )
+                )
+                for zs in z
+            ]
+            out.append(torch.stack(means).mean(0).float().cpu().numpy())
     values = np.concatenate(out)
     if return_numpy:
         return values
@@ -79,11 +83,41 @@ def get_normalized(
     return pd.DataFrame(values, index=obs, columns=list(self.spec.features[j]))
 
 
-def get_normalized_expression(self, data: Data | None = None, **kwargs):
-    """:meth:`get_normalized` for the RNA modality (imputed for ATAC-only cells)."""
-    return self.get_normalized(self._inference.modality_of("rna"), data, **kwargs)
+def get_normalized_expression(
+    self,
+    data: Data | None = None,
+    indices: np.ndarray | None = None,
+    library_size: float | None = None,
+    transform_batch: str | None = None,
+    n_samples: int = 1,
+    batch_size: int = 1024,
+    return_numpy: bool = False,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> pd.DataFrame | np.ndarray:
+    """:meth:`get_normalized` of the RNA modality (imputed for cells without RNA)."""
+    return self.get_normalized(
+        self._inference.modality_of("rna"), data, indices, library_size, transform_batch,
+        n_samples, batch_size, return_numpy, seed, progress_bar,
+    )  # fmt: skip
 
 
-def get_accessibility_estimates(self, data: Data | None = None, **kwargs):
-    """:meth:`get_normalized` for the ATAC modality (imputed for RNA-only cells)."""
-    return self.get_normalized(self._inference.modality_of("atac"), data, **kwargs)
+def get_accessibility_estimates(
+    self,
+    data: Data | None = None,
+    indices: np.ndarray | None = None,
+    library_size: float | None = None,
+    transform_batch: str | None = None,
+    n_samples: int = 1,
+    batch_size: int = 1024,
+    return_numpy: bool = False,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> pd.DataFrame | np.ndarray:
+    """:meth:`get_normalized` of the ATAC modality (imputed for cells without ATAC):
+    probabilities of accessibility for a Bernoulli model (``library_size`` does not
+    apply), values summing to ``library_size`` (default 1) per cell for a Poisson one."""
+    return self.get_normalized(
+        self._inference.modality_of("atac"), data, indices, library_size, transform_batch,
+        n_samples, batch_size, return_numpy, seed, progress_bar,
+    )  # fmt: skip

@@ -97,6 +97,7 @@ def refine(
     checkpoints: tuple[int, ...] = (),
     fallback: bool = True,
     draws: Callable[[int], torch.Tensor] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Refined:
     """K Adam steps on every cell's own ELBO, vectorised over the cells of a block.
 
@@ -121,7 +122,8 @@ def refine(
     ``checkpoints`` also returns the posterior after each of these step counts.
     ``draws(k)`` supplies the standard-normal draws, shape (k, N, D) on ``loc``'s device
     (default: from ``generator``); per-cell streams make each cell's refinement
-    independent of the other cells of its block.
+    independent of the other cells of its block. ``on_step()`` is called after each step
+    (progress).
     """
     if draws is None:
 
@@ -166,6 +168,8 @@ def refine(
         mu.grad, log_sigma.grad = torch.autograd.grad(-value.sum(), [mu, log_sigma])
         opt.step()
         taken += 1
+        if on_step is not None:
+            on_step()
         if not (fixed_noise and fallback):
             best_mu, best_ls = mu.detach(), log_sigma.detach()
         if taken in checkpoints:
