@@ -262,3 +262,22 @@ def test_held_out_cells_trained_by_the_encoders_are_embedded_like_the_others():
     assert gaps[False] > 0.02, gaps  # cells the encoders never saw are embedded worse
     # measured: FOSCTTM gap 0.041 without, -0.014 with (the held-out cells' views closer)
     assert abs(gaps[True]) < 0.5 * gaps[False], gaps
+
+
+def test_training_says_how_it_went_and_when_it_ran_out_of_epochs(capsys):
+    """One summary line at the end; a run cut off by max_epochs while its held-out ELBO
+    still rises is said to be under-trained (a user's max_epochs=10 on a small data set)."""
+    data = scamort.datasets.simulate_multiome(n_cells=600, n_genes=200, n_peaks=600, seed=3)
+    scamort.SCAMORT.setup_mudata(data, batch_key="batch")
+    model = scamort.SCAMORT(data)
+    with pytest.warns(
+        UserWarning, match=r"max_epochs=5 while the held-out ELBO was still improving"
+    ):
+        model.train(max_epochs=5)
+    shown = capsys.readouterr()
+    err = shown.err
+    summary = [line for line in err.splitlines() if line.startswith("scamort: trained")]
+    assert len(summary) == 1 and "trained 5 epochs (ran all max_epochs)" in summary[0]
+    assert "held-out ELBO per cell" in summary[0] and "final-pass epochs" in summary[0]
+    bars = shown.out  # Lightning's bar writes to stdout
+    assert "training, epoch 5/5" in bars and "final pass (encoders, all cells), epoch" in bars

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from ..data.backed import BackedCells, ChunkBatches
 from ..data.loaders import holdout
 from ..train import AtomicCheckpointIO, EarlyStopping, History, TrainingPlan
 from ..train.options import TrainingOptions
-from ..train.plan import encoders_learn, only_encoders_learn, read_checkpoint
+from ..train.plan import TrainingBar, encoders_learn, only_encoders_learn, read_checkpoint
 from .history import TrainingHistory
 
 if TYPE_CHECKING:
@@ -150,7 +151,59 @@ def train(
     self.is_trained = True
     self.global_rank = trainer.global_rank
     self.module.to(trainer.strategy.root_device)
+    main = [r for r in rows if not r["all_cells"]]
+    report = _report(main, len(rows) - len(main), max_epochs, early_stopping, opts.max_steps)
+    if progress_bar and trainer.global_rank == 0:
+        print(f"scamort: {report.summary}", file=sys.stderr)
+    if report.still_improving and trainer.global_rank == 0:
+        warnings.warn(
+            f"training ended at max_epochs={max_epochs} while the {report.watched} was still "
+            f"improving ({report.gain:+.2f} over its last {report.window} epochs): the model is "
+            f"likely under-trained. Train longer (max_epochs=None sizes it to the data: "
+            f"{epochs_by_size} epochs here, early stopping ending it once the held-out ELBO "
+            "stops improving), or call train() again to continue.",
+            stacklevel=2,
+        )
     return self
+
+
+@dataclass(frozen=True)
+class Report:
+    """How a ``train()`` call went: its summary line and whether the ELBO it watched was
+    still rising when it ran out of epochs."""
+
+    summary: str
+    still_improving: bool
+    watched: str
+    gain: float
+    window: int
+
+
+def _report(main: list[dict], final: int, max_epochs, early_stopping, max_steps) -> Report:
+    """The :class:`Report` of a fit whose main epochs' history rows are ``main`` and
+    whose final pass ran ``final`` epochs."""
+    n = len(main)
+    key = "elbo_validation" if any("elbo_validation" in r for r in main) else "elbo_train"
+    watched = "held-out ELBO" if key == "elbo_validation" else "training ELBO"
+    elbo = np.array([r.get(key, np.nan) for r in main], dtype=float)
+    ran_out = n >= max_epochs and max_steps is None
+    how = "ran all max_epochs" if ran_out else "stopped early" if early_stopping else "stopped"
+    text = f"trained {n} epochs ({how})"
+    finite = np.isfinite(elbo)
+    if finite.any():
+        best = int(np.nanargmax(elbo))
+        text += f"; {watched} per cell {elbo[best]:.2f} at its best (epoch {best + 1})"
+    if final:
+        text += f"; then {final} final-pass epochs of the encoders on all cells"
+    window = max(2, n // 5)
+    gain, improving = 0.0, False
+    if ran_out and finite.all() and n > window:
+        gain = float(elbo[-1] - elbo[:-window].max())
+        # rising by more than 0.2 % of the ELBO over the last fifth of the epochs
+        improving = gain > 0.002 * abs(elbo[-1])
+    if improving:
+        text += f"; the {watched} was still improving"
+    return Report(text + ".", improving, watched, gain, window)
 
 
 @dataclass(frozen=True)
@@ -163,6 +216,7 @@ class Fit:
     precision: str
     progress_bar: bool
     seed: int
+    phase: str = "training"
 
 
 @dataclass
@@ -269,8 +323,9 @@ def _final_pass(module, loaders: Loaders, opts: TrainingOptions, lr, fit: Fit, n
     if final_epochs == 0 or not encoders_learn(module):
         return None
     with only_encoders_learn(module):
+        final = replace(fit, seed=fit.seed + 1, phase="final pass (encoders, all cells)")
         return _fit(_plan(module, loaders, opts, 0.0, lr / 10), loaders.all_cells(), None,
-                    [history], final_epochs, None, replace(fit, seed=fit.seed + 1))  # fmt: skip
+                    [history], final_epochs, None, final)  # fmt: skip
 
 
 def _rows(history: History, all_cells: bool, after: int = 0) -> list[dict]:
@@ -333,7 +388,7 @@ def _fit(
             enable_progress_bar=fit.progress_bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            callbacks=callbacks,
+            callbacks=[*callbacks, TrainingBar(fit.phase)] if fit.progress_bar else callbacks,
             limit_val_batches=1.0 if val_loader is not None else 0,
         )
         torch.manual_seed(fit.seed)

@@ -98,8 +98,8 @@ class TrainingPlan(L.LightningModule):
         # copy it to the device (a synchronisation) every step. The KL weight, a host
         # number, is kept on the host and read by History at the epoch's end.
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
-        self.log("train_loss", out.loss, prog_bar=True, **log)
-        self.log("elbo_train", out.elbo.mean(), **log)
+        self.log("train_loss", out.loss, **log)
+        self.log("elbo_train", out.elbo.mean(), prog_bar=True, **log)
         self.kl_weights.append(w)
         return loss
 
@@ -120,8 +120,8 @@ class TrainingPlan(L.LightningModule):
         out = self.module.loss(batch, 1.0)
         n = batch["mask"].shape[0]
         log = {"on_epoch": True, "batch_size": n, "sync_dist": True}
-        self.log("validation_loss", out.loss, prog_bar=True, **log)
-        self.log("elbo_validation", out.elbo.mean(), **log)
+        self.log("validation_loss", out.loss, **log)
+        self.log("elbo_validation", out.elbo.mean(), prog_bar=True, **log)
 
     # ---- checkpoints: the module's shape and the random state travel with the weights ----
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -176,6 +176,30 @@ class History(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
+
+
+class TrainingBar(L.pytorch.callbacks.TQDMProgressBar):
+    """Lightning's bar, saying which phase of training runs and which epoch of how many;
+    it shows the mean ELBO per cell of the epoch (training and held-out cells)."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase = phase
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            f"{self.phase}, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        )
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.set_description("held-out ELBO")
+        return bar
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        super().on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        self.val_progress_bar.set_description("held-out ELBO")
 
 
 class EarlyStopping(L.pytorch.callbacks.EarlyStopping):
