@@ -7,7 +7,7 @@ Each (dataset, method, seed) fit runs in a fresh process, so its train time and 
 memory (the process's maximum RSS: data, model and scoring) are its own. Rows are
 appended to ``--out`` (JSON lines) as they finish and finished jobs are skipped when the
 command is run again, so an interrupted run picks up where it stopped. ``--report``
-turns the rows into the markdown tables between the markers of ``docs/benchmarks.md``.
+turns the rows into the markdown tables between the markers of ``docs/design_notes.md``.
 
 Data sets (every model sees exactly the same cells, features and counts):
 - ``snare_thirds``: SNARE-seq mouse cortex, cells split at random into thirds: paired,
@@ -366,7 +366,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--out", default="docs/quality.jsonl")
-    p.add_argument("--doc", default="docs/benchmarks.md")
+    p.add_argument("--doc", default="docs/design_notes.md")
     p.add_argument("--tag", default="default", help="label of a variant (see --options)")
     p.add_argument(
         "--options",

@@ -26,7 +26,7 @@ _EXPORTS = {
     "read_10x_multiome": (".readers", "read_10x_multiome"),
     "combine": (".experiments", "combine"),
 }
-_SUBMODULES = ("datasets", "gaps", "kinds", "metrics")
+_SUBMODULES = ("datasets", "gaps", "kinds", "metrics", "pl")
 
 __all__ = [
     "SCAMORT",
@@ -43,6 +43,7 @@ __all__ = [
     "gaps",
     "kinds",
     "metrics",
+    "pl",
     "read",
     "read_10x_multiome",
 ]
@@ -65,7 +66,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see
-    from . import datasets, gaps, kinds, metrics
+    from . import datasets, gaps, kinds, metrics, pl
     from .data import DataError, DataWarning, EmptyFeaturesWarning
     from .experiments import combine
     from .kinds import Modality

@@ -198,7 +198,7 @@ def _training_arguments(fit: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let the cells held out for early stopping train the encoders (not the "
         "decoders) at every step: closer paired views, somewhat less modality mixing "
-        "(see docs/benchmarks.md)",
+        "(see docs/design_notes.md)",
     )
 
 

@@ -144,6 +144,12 @@ def test_demo_end_to_end_small(tmp_path):
     gaps = pd.read_csv(out / "gaps.csv", index_col=0)
     assert len(gaps) == 15 and set(gaps["modality"]) == {"paired", "rna_only", "atac_only"}
     assert (out / "gap_vs_steps.png").exists() and (out / "gaps_by_cell_type.md").exists()
+    # the outputs explain themselves: direction and MULTIVI's figure beside each measure
+    md = (out / "metrics.md").read_text()
+    assert "| metric | scamort | better | MULTIVI | what it measures |" in md
+    assert "| FOSCTTM (paired cells) |" in md and "| lower | 0.0135 |" in md
+    assert "Groups of fewer than 10" in (out / "gaps_by_cell_type.md").read_text()
+    assert (out / "history.png").stat().st_size > 5_000
 
 
 def test_fit_backed_writes_into_the_input_and_checkpoints(tiny_mdata, tmp_path, capsys):

@@ -89,3 +89,11 @@ def test_novelty_reads_the_queries_load_query_data_reads(tiny_mdata):
     rna.obs["batch"] = "a new batch"
     with pytest.raises(scamort.DataError, match="load_query_data"):
         model.get_novelty(rna, modality="rna")
+
+
+def test_load_without_data_says_what_to_pass(tiny_mdata, tmp_path):
+    SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
+    model = SCAMORT(tiny_mdata)
+    model.save(tmp_path / "m")
+    with pytest.raises(scamort.DataError, match=r"pass the MuData.*'rna' \(60 features\)"):
+        SCAMORT.load(tmp_path / "m")

@@ -138,7 +138,7 @@ def test_batch_swap_consistency_brings_the_rna_only_experiment_to_the_paired_one
     offsets on the decoders' outputs in both fits) brings its cells among the paired
     ones, more than the ELBO alone does, and keeps the clusters. Measured here: paired
     neighbours of RNA-only cells 0.15 -> 0.20, of ATAC-only cells 0.21 -> 0.26 (at 6,000
-    simulated cells, docs/benchmarks.md)."""
+    simulated cells, docs/design_notes.md)."""
     scamort.SCAMORT.setup_mudata(experiments, batch_key="batch")
     status = experiments.obs["modality"].astype(str).to_numpy()
     share, ari = {}, {}

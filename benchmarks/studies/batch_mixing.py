@@ -35,7 +35,7 @@ separate-experiment designs (``snare_libraries``, ``sim_experiments``) every bat
 measure is taken within each experiment and averaged over them, as quality.py's
 ``iLISI batch within blocks``: across experiments, batch is confounded with modality.
 Rows go to ``docs/batch_mixing.jsonl``; the tables between the ``batch_mixing`` markers of
-``docs/benchmarks.md`` are rewritten from all rows (``--report`` does only that).
+``docs/design_notes.md`` are rewritten from all rows (``--report`` does only that).
 
     python benchmarks/studies/batch_mixing.py --dataset snare_thirds --multivi-epochs 150
     python benchmarks/studies/batch_mixing.py --dataset sim10k --scamort-epochs 20 \
@@ -222,7 +222,7 @@ def main(argv=None):
     )
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--out", type=Path, default=DOCS / "batch_mixing.jsonl")
-    p.add_argument("--doc", type=Path, default=DOCS / "benchmarks.md")
+    p.add_argument("--doc", type=Path, default=DOCS / "design_notes.md")
     p.add_argument("--report", action="store_true", help="only rewrite the markdown tables")
     args = p.parse_args(argv)
     if not args.report:

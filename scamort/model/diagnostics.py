@@ -124,11 +124,14 @@ def get_gaps(
 
     - ``elbo_amortized``: ELBO of the encoders' product-of-experts posterior;
     - ``elbo_refined_K``: after K refinement steps, for each K in ``steps``;
-    - ``elbo_converged``: after ``converge_steps`` steps, standing in for the best
-      Gaussian posterior q*;
+    - ``elbo_converged``: the best ELBO met in ``converge_steps`` steps (at the start,
+      a checkpoint or the end: stochastic steps need not end at their best), standing
+      in for the best Gaussian posterior q*;
     - ``log_px_iwae``: importance-weighted bound on log p(x) with ``iw_samples``
       samples from q* (a lower bound that tightens as samples grow);
-    - ``amortization_gap`` = elbo_converged - elbo_amortized;
+    - ``amortization_gap`` = elbo_converged - elbo_amortized (never negative, and
+      ``elbo_refined_K`` never exceeds ``elbo_converged``: the share of the gap closed
+      after K steps is at most 1);
     - ``approximation_gap`` = log_px_iwae - elbo_converged (a lower estimate of the
       true approximation gap, since the IWAE bound is below log p(x)).
 
@@ -164,9 +167,14 @@ def _gaps(inf, batch, steps, converge_steps, lr, n_eval, iw_samples, gen) -> pd.
                        checkpoints=steps, on_step=tick)  # fmt: skip
         with torch.no_grad():
             eps = torch.randn((n_eval, *q.loc.shape), generator=gen, device=q.loc.device)
-            cols = {"elbo_amortized": elbo(log_lik, q.loc, q.scale, eps)}
-            for k in steps:
-                cols[f"elbo_refined_{k}"] = elbo(log_lik, *r.checkpoints[k], eps)
-            cols["elbo_converged"] = elbo(log_lik, r.loc, r.scale, eps)
-            cols["log_px_iwae"] = iwae(log_lik, r.loc, r.scale, iw_samples, generator=gen)
+            path = [(q.loc, q.scale), *(r.checkpoints[k] for k in steps), (r.loc, r.scale)]
+            elbos = torch.stack([elbo(log_lik, loc, scale, eps) for loc, scale in path])
+            cols = {"elbo_amortized": elbos[0]}
+            cols.update({f"elbo_refined_{k}": e for k, e in zip(steps, elbos[1:-1])})
+            # q*: the best posterior met on the path (stochastic steps need not end there)
+            best = elbos.argmax(0)
+            loc = torch.stack([p[0] for p in path])[best, torch.arange(len(best))]
+            scale = torch.stack([p[1] for p in path])[best, torch.arange(len(best))]
+            cols["elbo_converged"] = elbos.max(0).values
+            cols["log_px_iwae"] = iwae(log_lik, loc, scale, iw_samples, generator=gen)
     return pd.DataFrame({k: v.cpu().numpy() for k, v in cols.items()})

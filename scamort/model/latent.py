@@ -112,7 +112,7 @@ def step_label(how: Embedding) -> str:
 
 
 # Refinement steps of ``refine_steps="auto"``: the screens of
-# docs/benchmarks.md refine 20 steps at the default learning rate.
+# docs/design_notes.md refine 20 steps at the default learning rate.
 AUTO_REFINE_STEPS = 20
 
 

@@ -20,6 +20,7 @@ import torch
 from .. import __version__
 from .._io import atomic_write
 from ..data import (
+    DataError,
     DataSpec,
     to_cell_data,
 )
@@ -60,17 +61,29 @@ def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
     atomic_write(path / "history.csv", lambda f: f.write(history))
 
 
-def load(cls, path: str | os.PathLike, data: Data, chunk_size: int = 4096) -> SCAMORT:
+def load(cls, path: str | os.PathLike, data: Data | None = None, chunk_size: int = 4096) -> SCAMORT:
     """Load a saved model for ``data``, whose features must match the model's exactly.
 
     ``data`` is checked against the model's registration (modalities, layers, batch and
     covariate keys); any ``setup_*`` registration of ``data`` is left as it is. Backed
-    data are read in chunks of ``chunk_size`` cells.
+    data are read in chunks of ``chunk_size`` cells. A saved model holds no counts, so
+    ``data`` is needed: without it the error says what the model was set up on.
     """
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no saved scamort model (no config.json).")
     config, module_config, spec = _read_config(path / "config.json")
+    if data is None:
+        kind = "MuData" if spec.is_mudata else "AnnData"
+        mods = ", ".join(
+            f"{m!r} ({len(f)} features)" for m, f in zip(spec.modalities, spec.features)
+        )
+        raise DataError(
+            f"{path} holds the weights, not the counts: pass the {kind} it is loaded onto, "
+            f"SCAMORT.load({str(path)!r}, data), with modalities {mods}"
+            + (f" and obs[{spec.batch_key!r}]" if spec.batch_key else "")
+            + " (the data it was trained on, or new data with the same features)."
+        )
     cells = to_cell_data(data, spec, chunk_size)
     model = cls._build(data, spec, cells, module_config, seed=0)
     _load_weights(model.module, path / "model.pt")

@@ -77,7 +77,7 @@ def train(
         ``early_stopping_patience`` epochs after the KL warm-up; ``"auto"`` (default):
         whenever there are held-out cells. A final pass then trains the encoders alone
         on every cell (``final_epochs``), so the held-out cells are embedded nearly as
-        well as the rest (docs/benchmarks.md).
+        well as the rest (docs/design_notes.md).
     seed
         Training is reproducible for a fixed seed on a given device.
     progress_bar

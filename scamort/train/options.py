@@ -48,7 +48,7 @@ class TrainingOptions:
     heldout_encoders
         Let the held-out cells train the encoders (never the decoders) at every step:
         closer paired views on separate experiments, somewhat less modality mixing
-        (docs/benchmarks.md).
+        (docs/design_notes.md).
 
     **Semi-amortized training**
 
