@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -104,11 +105,13 @@ def run_demo(
     model.train(max_epochs=epochs or 20, accelerator=accelerator, seed=seed)
     train_s = time.perf_counter() - t0
 
-    scores = integration_metrics(model, mdata)
-    mdata.obsm["X_scamort"] = model.get_latent_representation()
-    _plot_umap(mdata, out / "umap.png", seed)
-    fig = pl.history(model, title="Training: mean ELBO per cell (SNARE-seq, thirds split)")
-    fig.savefig(out / "history.png", dpi=120)
+    with _timed("clusters (Leiden at 8 resolutions, 2 label sets) and scores"):
+        scores = integration_metrics(model, mdata)
+    with _timed("UMAP and plots"):
+        mdata.obsm["X_scamort"] = model.get_latent_representation()
+        _plot_umap(mdata, out / "umap.png", seed)
+        fig = pl.history(model, title="Training: mean ELBO per cell (SNARE-seq, thirds split)")
+        fig.savefig(out / "history.png", dpi=120)
 
     gap_table = gap_report(model, mdata, out, per_status=gap_cells, seed=seed)
     print(_markdown_frame(gap_table))
@@ -125,6 +128,16 @@ def run_demo(
         "gaps_by_modality.md, gaps_by_cell_type.md, gap_vs_steps.png"
     )
     return table
+
+
+@contextlib.contextmanager
+def _timed(step: str):
+    """Say a step of the demo as it starts and how long it took (the long ones have
+    their own progress bars)."""
+    print(f"{step} ...", flush=True)
+    start = time.perf_counter()
+    yield
+    print(f"{step}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def explained(scores: dict) -> pd.DataFrame:

@@ -68,7 +68,7 @@ model""",
     (
         "code",
         """model.train(max_epochs=EPOCHS, progress_bar=False, seed=0)
-model.history[["epoch", "elbo_train", "elbo_validation"]].tail()""",
+scamort.pl.history(model)""",
     ),
     (
         "md",
@@ -284,7 +284,7 @@ experiments.)""",
         """scamort.SCAMORT.setup_mudata(mdata, batch_key="batch")
 model = scamort.SCAMORT(mdata, seed=0)
 model.train(max_epochs=EPOCHS, progress_bar=False, seed=0)
-model.history[["epoch", "elbo_train", "elbo_validation"]].tail(3)""",
+model.history.table[["epoch", "elbo_train", "elbo_validation"]].tail(3)""",
     ),
     (
         "code",

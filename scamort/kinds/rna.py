@@ -11,8 +11,10 @@ from torch import nn
 
 from .._checks import check_option
 from ..likelihoods import NegativeBinomial, ZeroInflatedNegativeBinomial
+from ..likelihoods.negative_binomial import log_nb_rows
 from ..nn.decoders import Decoder, log_library
 from ..nn.inputs import Log1p
+from ..nn.sparse import SparseRows
 from .base import DecoderShape, Kind, KindOptions
 
 
@@ -59,6 +61,12 @@ class NBDecoder(Decoder):
     def normalized_mean(self, dist) -> torch.Tensor:
         # the NB mean without the ZINB dropout (sums to the library size), as scvi-tools
         return dist.log_mu.exp()
+
+    def log_prob(self, z, cov, log_size, batch, x: SparseRows) -> torch.Tensor:
+        dist = self(z, cov, log_size, batch)
+        if self.zi is not None:  # a zero's probability depends on the dropout: dense
+            return dist.log_prob(x.dense()).sum(-1)
+        return log_nb_rows(dist.log_mu, dist.log_theta, x.row_ids(), x.col.long(), x.val)
 
 
 def decoder(options: RNAOptions, shape: DecoderShape) -> NBDecoder:
