@@ -18,6 +18,7 @@ _EXPORTS = {
     "ModelOptions": (".model", "ModelOptions"),
     "Modality": (".kinds", "Modality"),
     "TrainingOptions": (".train.options", "TrainingOptions"),
+    "TrainingInterrupted": (".model.training", "TrainingInterrupted"),
     "DataError": (".data", "DataError"),
     "DataWarning": (".data", "DataWarning"),
     "EmptyFeaturesWarning": (".data", "EmptyFeaturesWarning"),
@@ -36,6 +37,7 @@ __all__ = [
     "Modality",
     "ModelOptions",
     "ReadError",
+    "TrainingInterrupted",
     "TrainingOptions",
     "__version__",
     "combine",
@@ -71,5 +73,6 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from .experiments import combine
     from .kinds import Modality
     from .model import SCAMORT, ModelOptions
+    from .model.training import TrainingInterrupted
     from .readers import ReadError, read, read_10x_multiome
     from .train.options import TrainingOptions

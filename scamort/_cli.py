@@ -246,8 +246,9 @@ def _write_embeddings(model, data, is_mudata: bool, args) -> dict:
     if args.refine_steps > 0 and not args.backed:
         # in a copy of the input, the per-cell ELBOs before / after refinement go to obs
         z, elbos = model.get_latent_representation(
-            refine_steps=args.refine_steps, return_elbo=True, seed=args.seed, paired=args.paired
-        )
+            refine_steps=args.refine_steps, return_elbo=True, seed=args.seed, paired=args.paired,
+            progress_bar=not args.no_progress,
+        )  # fmt: skip
         data.obs["elbo_amortized"] = elbos["elbo_amortized"].to_numpy()
         data.obs["elbo_refined"] = elbos["elbo_refined"].to_numpy()
         data.obsm["X_scamort"] = z
@@ -261,6 +262,7 @@ def _write_embeddings(model, data, is_mudata: bool, args) -> dict:
             seed=args.seed,
             paired=args.paired if m == "joint" else "auto",
             prior=not args.no_prior,
+            progress_bar=not args.no_progress,
         )
     return keys
 

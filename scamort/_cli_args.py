@@ -234,4 +234,8 @@ def _embedding_arguments(fit: argparse.ArgumentParser) -> None:
         "of the peak columns per minibatch (faster per epoch, lower integration quality "
         "at equal epochs; see docs/speed.md); none (default): every peak",
     )
-    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bars (training, refinement) and the summary line",
+    )

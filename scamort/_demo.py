@@ -20,11 +20,11 @@ from .model import SCAMORT
 EXPLAINED = {
     "ARI (cell_type)": (
         "higher", 0.378,
-        "agreement of Leiden clusters with the published cell types (best over resolutions)",
+        "agreement of Leiden clusters with the 23 published cell types (best over resolutions)",
     ),
     "NMI (cell_type)": ("higher", 0.484, "the same agreement as mutual information"),
-    "ARI (cell_type_coarse)": ("higher", None, "ARI against the 7 coarse types"),
-    "NMI (cell_type_coarse)": ("higher", None, "NMI against the 7 coarse types"),
+    "ARI (cell_type_coarse)": ("higher", None, "ARI against the 15 coarse groups"),
+    "NMI (cell_type_coarse)": ("higher", None, "NMI against the 15 coarse groups"),
     "FOSCTTM (paired cells)": (
         "lower", 0.0135,
         "fraction of cells closer than the true match, RNA view against ATAC view of the "

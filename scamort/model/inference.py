@@ -80,7 +80,13 @@ class Inference:
         from .._progress import bar as progress_bar
 
         self._bar = bar = progress_bar(
-            total=len(idx), desc=self._step, unit="cells", delay=2, dynamic_ncols=True
+            total=len(idx),
+            desc=self._step,
+            unit="cells",
+            delay=2,
+            dynamic_ncols=True,
+            # whole cells shown, though refinement moves the bar by fractions of a batch
+            bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
         )
         try:
             for batch in self._batches(cells, idx, batch_size):
