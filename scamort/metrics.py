@@ -66,13 +66,25 @@ def leiden_sweep(
     Returns a dict: ``ari``, ``nmi``, ``resolution_ari``, ``resolution_nmi`` and the
     ``clusters`` at the best-ARI resolution.
     """
+    return leiden_sweeps(embedding, {"": labels}, resolutions, n_neighbors, seed)[""]
+
+
+def leiden_sweeps(
+    embedding: np.ndarray,
+    label_sets: dict,
+    resolutions: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0),
+    n_neighbors: int = 15,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """:func:`leiden_sweep` against several label sets ``{name: labels}`` at once: the
+    neighbour graph and the clusters at each resolution are computed once."""
     import scanpy as sc
 
     a = ad.AnnData(np.zeros((len(embedding), 0), dtype=np.float32))
     a.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
     sc.pp.neighbors(a, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
-    labels = np.asarray(labels)
-    best = {"ari": -1.0, "nmi": -1.0}
+    sets = {name: np.asarray(labels) for name, labels in label_sets.items()}
+    best = {name: {"ari": -1.0, "nmi": -1.0} for name in sets}
     for r in resolutions:
         sc.tl.leiden(
             a,
@@ -84,14 +96,13 @@ def leiden_sweep(
             directed=False,
         )
         clusters = a.obs["c"].to_numpy()
-        ari, nmi = (
-            adjusted_rand_score(labels, clusters),
-            normalized_mutual_info_score(labels, clusters),
-        )
-        if ari > best["ari"]:
-            best.update(ari=float(ari), resolution_ari=r, clusters=clusters)
-        if nmi > best["nmi"]:
-            best.update(nmi=float(nmi), resolution_nmi=r)
+        for name, labels in sets.items():
+            ari = adjusted_rand_score(labels, clusters)
+            nmi = normalized_mutual_info_score(labels, clusters)
+            if ari > best[name]["ari"]:
+                best[name].update(ari=float(ari), resolution_ari=r, clusters=clusters)
+            if nmi > best[name]["nmi"]:
+                best[name].update(nmi=float(nmi), resolution_nmi=r)
     return best
 
 

@@ -107,7 +107,8 @@ def test_a_declaration_sets_the_layer_the_likelihood_and_its_options(tiny_mdata)
     with pytest.raises(DataError, match=r"in no modality registered \(\['gex'\]\)"):
         SCAMORT.setup_mudata(data, {"gex": "rna"})
     with_rna = data[data.obs_names.isin(data["gex"].obs_names)].copy()
-    assert SCAMORT.setup_mudata(with_rna, {"gex": "rna"}).modalities == ("gex",)
+    SCAMORT.setup_mudata(with_rna, {"gex": "rna"})
+    assert SCAMORT.get_setup(with_rna).modalities == ("gex",)
 
 
 def test_old_spellings_warn_once_each_and_equal_the_declared_form(tiny_mdata):

@@ -61,3 +61,17 @@ def test_foscttm_counts_only_the_other_cells():
     want = (((d < true[:, None]) & off).sum(1) + ((d < true[None, :]) & off).sum(0)).mean()
     assert foscttm(x, y, chunk=7) == pytest.approx(want / (2 * (len(x) - 1)))
     assert foscttm(x, x + 1e-9) == 0.0
+
+
+def test_leiden_sweeps_score_several_label_sets_on_one_clustering():
+    from scamort.metrics import leiden_sweep, leiden_sweeps
+
+    rng = np.random.default_rng(0)
+    types = np.repeat(np.arange(4), 50)
+    z = rng.normal(size=(200, 5)) + 4 * np.eye(5)[types]
+    coarse = types // 2
+    both = leiden_sweeps(z, {"fine": types, "coarse": coarse})
+    for name, labels in (("fine", types), ("coarse", coarse)):
+        alone = leiden_sweep(z, labels)
+        assert both[name]["ari"] == alone["ari"] and both[name]["nmi"] == alone["nmi"]
+    assert both["fine"]["ari"] > 0.9  # four well-separated groups are found

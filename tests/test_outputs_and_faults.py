@@ -224,13 +224,18 @@ def test_a_stopped_fit_exits_non_zero_with_one_line_and_resumes(tiny_mdata, tmp_
         [sys.executable, "-c", code, *args, "--epochs", "100000", "--no-early-stopping"],
         stderr=subprocess.PIPE,
         text=True,
+        # a job started in the background inherits Ctrl+C ignored; a terminal's is not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 120
-    while not (ckpt / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(getattr(signal, sig))
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        while not (ckpt / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 128 + getattr(signal, sig), err
     lines = [line for line in err.splitlines() if line.strip() and "warning:" not in line]
     assert len(lines) == 1 and f"stopped by {sig}" in lines[0] and "--resume" in lines[0], err

@@ -8,9 +8,10 @@ from scamort import SCAMORT
 
 
 @pytest.fixture(scope="module")
-def small_model(tiny_mdata):
-    SCAMORT.setup_mudata(tiny_mdata, batch_key="batch")
-    model = SCAMORT(tiny_mdata)
+def small_model():
+    data = scamort.datasets.simulate_multiome(n_cells=300, n_genes=60, n_peaks=200, seed=1)
+    SCAMORT.setup_mudata(data, batch_key="batch")
+    model = SCAMORT(data)
     model.train(max_epochs=6, progress_bar=False)
     return model
 

@@ -10,7 +10,9 @@ from scamort import SCAMORT, DataError
 
 
 def _setup(mdata, modalities=None, **kw):
-    return SCAMORT.setup_mudata(mdata, modalities, **kw)
+    """Set up ``mdata`` and return what was registered."""
+    SCAMORT.setup_mudata(mdata, modalities, **kw)
+    return SCAMORT.get_setup(mdata)
 
 
 def _set_value(mdata, mod, value, dense=False):
