@@ -172,9 +172,9 @@ def _gaps(inf, batch, steps, converge_steps, lr, n_eval, iw_samples, gen) -> pd.
             cols = {"elbo_amortized": elbos[0]}
             cols.update({f"elbo_refined_{k}": e for k, e in zip(steps, elbos[1:-1])})
             # q*: the best posterior met on the path (stochastic steps need not end there)
-            best = elbos.argmax(0)
-            loc = torch.stack([p[0] for p in path])[best, torch.arange(len(best))]
-            scale = torch.stack([p[1] for p in path])[best, torch.arange(len(best))]
+            at = (elbos.argmax(0), torch.arange(elbos.shape[1], device=elbos.device))
+            loc = torch.stack([p[0] for p in path])[at]
+            scale = torch.stack([p[1] for p in path])[at]
             cols["elbo_converged"] = elbos.max(0).values
             cols["log_px_iwae"] = iwae(log_lik, loc, scale, iw_samples, generator=gen)
     return pd.DataFrame({k: v.cpu().numpy() for k, v in cols.items()})

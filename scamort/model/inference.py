@@ -36,10 +36,10 @@ class Inference:
         # backed data are read in chunks of this many cells: new data passed to a result
         # method are read the same way as the training data
         self.chunk_size = chunk_size
-        # the long step running (its label; "" when its bar is off) and whether its bar is
-        # shown: see step()
+        # the long step running (its label; "" when its bar is off): see step(); its open
+        # bar, and how far the bar moved within the current minibatch (refinement ticks)
         self._step: str | None = None
-        self._bar = None  # the open bar, and how far it moved within the current minibatch
+        self._bar = None
         self._ticked = 0.0
 
     @property

@@ -35,11 +35,9 @@ def new_cells(model: SCAMORT, data: Data | None, modality: str | None):
     from ..data.errors import DataError
     from ..data.query import query_cells
 
-    inf = model._inference
-    if data is None or data is model.data:
-        return inf.cells
-    if modality is None and isinstance(data, type(model.data)):
-        return inf.cells_of(data)
+    same_kind = modality is None and isinstance(data, type(model.data))
+    if data is None or data is model.data or same_kind:
+        return model._inference.cells_of(data)
     spec, cells = query_cells(data, model.spec, modality)
     for key, known, got in zip(spec.covariate_keys, model.spec.categories, spec.categories):
         if len(got) > len(known):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .._checks import check_option
 from ..data.setup import Data
 from .inference import Inference
 from .training import _cuda_devices
@@ -23,7 +24,11 @@ if TYPE_CHECKING:
 _SIZE_CELLS = 2000  # training cells whose median size term stands in for absent cells'
 
 
-def _modality(model: SCAMORT, modality: str | None) -> str:
+def _checked(model: SCAMORT, modality: str | None, n_samples: int) -> str:
+    """The modality to draw (a one-modality model's by default), checked with
+    ``n_samples``."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
     if modality is None:
         if len(model.spec.modalities) > 1:
             raise ValueError(
@@ -31,9 +36,7 @@ def _modality(model: SCAMORT, modality: str | None) -> str:
                 "modality=."
             )
         return model.spec.modalities[0]
-    model._inference.check_modality(modality)
-    if modality == "joint":
-        raise ValueError(f"modality must be one of {list(model.spec.modalities)}.")
+    check_option("modality", modality, model.spec.modalities)
     return modality
 
 
@@ -87,9 +90,7 @@ def posterior_predictive_sample(
     Posterior predictive checks compare these with the observed counts."""
     import sparse
 
-    modality = _modality(self, modality)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+    modality = _checked(self, modality, n_samples)
     inf = self._inference
     out = []
     with torch.random.fork_rng(devices=_cuda_devices()), inf.step("sampling", progress_bar):
@@ -118,7 +119,7 @@ def get_likelihood_parameters(
     and Bernoulli: mean), at the cell's size term, from ``n_samples`` posterior draws
     (cells x features, or cells x features x samples; ``give_mean=True``: at the
     posterior mean, or averaged over the draws when ``n_samples > 1``)."""
-    modality = _modality(self, modality)
+    modality = _checked(self, modality, n_samples)
     inf = self._inference
     parts: dict[str, list] = {}
     one = n_samples == 1 or give_mean
